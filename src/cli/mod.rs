@@ -1,0 +1,47 @@
+//! Command-line surface: one module per subcommand, each with a clap `Args` struct and a `run` function
+//! returning the process exit code.
+
+mod config;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Service-mesh telemetry and policy analyzer.
+///
+/// meshlens checks Istio/Kubernetes mesh configuration, ingests Envoy/Istio telemetry, and reports mTLS
+/// coverage, route usage and resilience gaps.
+#[derive(Debug, Parser)]
+#[command(name = "meshlens", version, propagate_version = true)]
+pub struct Cli {
+    /// Log filter for diagnostics on stderr (e.g. `info`, `meshlens=debug`); defaults to $RUST_LOG or `warn`.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load and validate mesh configuration (Kubernetes and Istio YAML/JSON).
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+}
+
+impl Command {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            Command::Config(cmd) => cmd.run(),
+        }
+    }
+}
+
+/// Diagnostics go to stderr so that stdout stays machine-readable.
+pub fn init_tracing(filter: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match filter {
+        Some(f) => EnvFilter::new(f),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
