@@ -79,13 +79,7 @@ impl fmt::Display for ClusterName {
             ClusterDirection::Inbound => "inbound",
             ClusterDirection::Outbound => "outbound",
         };
-        write!(
-            f,
-            "{dir}|{}|{}|{}",
-            self.port,
-            self.subset.as_deref().unwrap_or(""),
-            self.host.as_deref().unwrap_or("")
-        )
+        write!(f, "{dir}|{}|{}|{}", self.port, self.subset.as_deref().unwrap_or(""), self.host.as_deref().unwrap_or(""))
     }
 }
 
