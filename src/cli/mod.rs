@@ -1,6 +1,7 @@
 //! Command-line surface: one module per subcommand, each with a clap `Args` struct and a `run` function
 //! returning the process exit code.
 
+mod analyze_config;
 mod config;
 
 use clap::{Parser, Subcommand};
@@ -26,12 +27,16 @@ pub enum Command {
     /// Load and validate mesh configuration (Kubernetes and Istio YAML/JSON).
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Analyze mesh configuration: istioctl's checks (IST codes) and meshlens' resilience and security
+    /// checks (ML codes).
+    AnalyzeConfig(analyze_config::AnalyzeConfigArgs),
 }
 
 impl Command {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             Command::Config(cmd) => cmd.run(),
+            Command::AnalyzeConfig(args) => analyze_config::run(args),
         }
     }
 }

@@ -273,3 +273,95 @@ spec:
     report.parse_str(DEFAULTS_FILE, &yaml);
     report.resources
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn analyze(yaml: &str) -> Vec<Finding> {
+        let mut report = LoadReport::default();
+        report.parse_str("t.yaml", yaml);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        ConfigAnalyzer::new(MeshSettings::default()).analyze(&report)
+    }
+
+    #[test]
+    fn every_code_is_emitted_by_a_check_and_every_check_code_is_cataloged() {
+        let emitted: BTreeSet<&str> = CHECKS.iter().flat_map(|c| c.codes.iter().map(|code| code.code)).collect();
+        let cataloged: BTreeSet<&str> = CODES.iter().map(|c| c.code).collect();
+        assert_eq!(emitted, cataloged);
+        let names: BTreeSet<&str> = CHECKS.iter().map(|c| c.name).collect();
+        assert_eq!(names.len(), CHECKS.len(), "check names are unique");
+    }
+
+    #[test]
+    fn findings_md_documents_every_code() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/findings.md");
+        let doc = std::fs::read_to_string(path).expect("docs/findings.md");
+        for code in CODES {
+            let heading = format!("## {} {}\n", code.code, code.name);
+            assert!(doc.contains(&heading), "docs/findings.md lacks {heading:?}");
+            assert!(doc.contains(&format!("**Level:** {}.", code.level)), "{}", code.code);
+        }
+    }
+
+    #[test]
+    fn unknown_check_names_are_rejected() {
+        let err = ConfigAnalyzer::new(MeshSettings::default()).with_checks(&["gateway.Nope"]).unwrap_err();
+        assert_eq!(err, UnknownCheck("gateway.Nope".to_owned()));
+    }
+
+    #[test]
+    fn the_assumed_ingress_gateway_is_never_reported_and_yields_to_the_input() {
+        // The assumed istio-ingressgateway Service has no DestinationRule, yet gets no ML1004.
+        assert!(analyze("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n").is_empty());
+        // An input Service of the same name replaces it (and is judged like any other).
+        let findings = analyze(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: istio-ingressgateway, namespace: istio-system}\n\
+             spec: {selector: {istio: ingressgateway}, ports: [{name: http2, port: 80, targetPort: 8080}]}\n---\n\
+             apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\n\
+             spec: {selector: {istio: ingressgateway}, servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*']}]}\n",
+        );
+        let codes: Vec<&str> = findings.iter().map(|f| f.code.as_str()).collect();
+        assert!(codes.contains(&"IST0162"), "443 is not on the input Service: {findings:#?}");
+    }
+
+    #[test]
+    fn kubernetes_system_namespaces_are_ignored() {
+        let findings = analyze(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: dns, namespace: kube-system}\nspec: {ports: [{port: 9153}]}\n",
+        );
+        assert!(findings.is_empty(), "{findings:#?}");
+    }
+
+    #[test]
+    fn findings_are_sorted_most_severe_first_and_deduplicated() {
+        // Two analyzers report the same missing gateway workload; it is reported once.
+        let findings = analyze(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: a}\n\
+             spec: {selector: {app: none}}\n---\n\
+             apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs, namespace: a}\n\
+             spec: {hosts: [x], http: [{route: [{destination: {host: x}}]}]}\n",
+        );
+        let summary: Vec<(&str, &str)> = findings.iter().map(|f| (f.code.as_str(), f.resource.as_str())).collect();
+        assert_eq!(
+            summary,
+            [("IST0101", "Gateway a/gw"), ("IST0101", "VirtualService a/vs"), ("ML1001", "VirtualService a/vs")]
+        );
+    }
+
+    #[test]
+    fn odd_but_loadable_input_never_panics() {
+        for yaml in [
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v}\nspec: {http: [{route: [{}, {}]}], tcp: [{}], tls: [{match: [{}, {}]}]}\n",
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec: {host: '*', subsets: [{name: ''}], trafficPolicy: {portLevelSettings: [{}]}}\n",
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec: {servers: [{hosts: ['/', '*/', './']}, {tls: {credentialName: '/'}}]}\n",
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v}\nspec: {gateways: ['/', '.', 'a.'], hosts: ['*'], http: [{retries: {attempts: 2147483647, perTryTimeout: 2562047h}, timeout: 1ns, route: [{destination: {host: ''}}]}]}\n",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s, annotations: {networking.istio.io/exportTo: ','}}\nspec: {ports: [{port: 0, targetPort: -1}]}\n",
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {rules: [{from: [{source: {namespaces: ['', '**']}}]}]}\n",
+        ] {
+            let _ = analyze(yaml);
+        }
+    }
+}

@@ -447,3 +447,64 @@ fn string_match_implied(general: &StringMatch, specific: &StringMatch) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::ConfigAnalyzer;
+    use meshlens_model::mesh::{LoadReport, MeshSettings};
+
+    fn rule_findings(http: &str) -> Vec<(String, String)> {
+        let yaml = format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: r, namespace: a}}\n\
+             spec:\n  hosts: [r]\n  http:\n{http}"
+        );
+        let mut report = LoadReport::default();
+        report.parse_str("t.yaml", &yaml);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let analyzer =
+            ConfigAnalyzer::new(MeshSettings::default()).with_checks(&["virtualservice.UnreachableRuleAnalyzer"]);
+        analyzer.unwrap().analyze(&report).into_iter().map(|f| (f.code, f.message)).collect()
+    }
+
+    #[test]
+    fn rules_after_a_catch_all_and_repeated_matches_are_unreachable() {
+        let findings = rule_findings(
+            "  - name: api\n    match: [{uri: {prefix: /api}}]\n    route: [{destination: {host: r}}]\n\
+             \x20 - name: again\n    match: [{name: dup, uri: {prefix: /api}}]\n    route: [{destination: {host: r}}]\n\
+             \x20 - route: [{destination: {host: r}}]\n\
+             \x20 - match: [{uri: {prefix: /late}}]\n    route: [{destination: {host: r}}]\n",
+        );
+        let expected = [
+            ("IST0130", "VirtualService rule \"again\" not used (all matches used by prior rules)."),
+            ("IST0130", "VirtualService rule #3 not used (route without matches defined before)."),
+            (
+                "IST0131",
+                "VirtualService rule \"again\" match \"dup\" is not used (duplicate/overlapping match in rule \"api\").",
+            ),
+        ];
+        let expected: Vec<(String, String)> =
+            expected.iter().map(|(c, m)| ((*c).to_owned(), (*m).to_owned())).collect();
+        assert_eq!(findings, expected);
+    }
+
+    #[test]
+    fn a_match_covered_by_an_earlier_prefix_is_ineffective_unless_it_is_narrower_elsewhere() {
+        let findings = rule_findings(
+            "  - match: [{uri: {prefix: /api}}]\n    route: [{destination: {host: r}}]\n\
+             \x20 - match: [{uri: {prefix: /api/v2}, method: {exact: POST}}, {uri: {exact: /api/x}}]\n    route: [{destination: {host: r}}]\n\
+             \x20 - match: [{uri: {prefix: /apix}}]\n    route: [{destination: {host: r}}]\n\
+             \x20 - match: [{uri: {prefix: /b}, headers: {x: {prefix: v}}}]\n    route: [{destination: {host: r}}]\n\
+             \x20 - match: [{uri: {prefix: /b/c}}, {uri: {prefix: /b/d}, headers: {x: {exact: v1}}}]\n    route: [{destination: {host: r}}]\n",
+        );
+        let messages: Vec<&str> = findings.iter().map(|(_, m)| m.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "VirtualService rule #1 match #0 of prefix /api/v2 is not used (duplicate/overlapping match in rule #0 of prefix /api on #0).",
+                "VirtualService rule #1 match #1 of exact /api/x is not used (duplicate/overlapping match in rule #0 of prefix /api on #0).",
+                "VirtualService rule #2 match #0 of prefix /apix is not used (duplicate/overlapping match in rule #0 of prefix /api on #0).",
+                "VirtualService rule #4 match #1 of prefix /b/d is not used (duplicate/overlapping match in rule #0 of prefix /b on #3).",
+            ]
+        );
+    }
+}
