@@ -323,3 +323,38 @@ pub fn go_list<T: std::fmt::Display>(items: impl IntoIterator<Item = T>) -> Stri
     let items: Vec<String> = items.into_iter().map(|i| i.to_string()).collect();
     format!("[{}]", items.join(" "))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_overlap_either_way_like_istio() {
+        assert!(hosts_overlap("*.example.com", "api.example.com"));
+        assert!(hosts_overlap("api.example.com", "*.example.com"));
+        assert!(hosts_overlap("*", "*.example.com"));
+        assert!(hosts_overlap("*.a.example.com", "*.example.com"));
+        assert!(!hosts_overlap("*.example.com", "example.com"));
+        assert!(!hosts_overlap("a.example.com", "b.example.com"));
+    }
+
+    #[test]
+    fn hosts_name_services_as_istioctl_reads_them() {
+        assert_eq!(to_fqdn("reviews", "shop"), "reviews.shop.svc.cluster.local");
+        assert_eq!(to_fqdn("reviews.other", "shop"), "reviews.other");
+        let name = |host: &str| service_name_of_host(host, "shop");
+        assert_eq!(name("reviews.prod.svc.cluster.local"), ("prod".to_owned(), "reviews".to_owned()));
+        assert_eq!(name("reviews"), ("shop".to_owned(), "reviews".to_owned()));
+        assert_eq!(name(".svc.cluster.local"), ("shop".to_owned(), ".svc.cluster.local".to_owned()));
+    }
+
+    #[test]
+    fn export_scopes_resolve_dot_and_star() {
+        let scopes = |list: &[&str]| export_scopes(&list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(), "shop");
+        assert_eq!(scopes(&[]), ["*"]);
+        assert_eq!(scopes(&[".", "web", "*"]), ["*"]);
+        assert_eq!(scopes(&[".", "web", "shop"]), ["shop", "web"]);
+        assert_eq!(annotation_scopes(Some(&"a, .".to_owned()), "shop"), ["a", "shop"]);
+        assert_eq!(annotation_scopes(Some(&" ".to_owned()), "shop"), ["*"]);
+    }
+}
