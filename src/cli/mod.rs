@@ -2,7 +2,9 @@
 //! returning the process exit code.
 
 mod analyze_config;
+mod ca;
 mod config;
+mod proxy;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -30,6 +32,12 @@ pub enum Command {
     /// Analyze mesh configuration: istioctl's checks (IST codes) and meshlens' resilience and security
     /// checks (ML codes).
     AnalyzeConfig(analyze_config::AnalyzeConfigArgs),
+    /// Run the bundled Istio-compatible proxy (ingress gateway or mTLS sidecar).
+    #[command(subcommand)]
+    Proxy(proxy::ProxyCommand),
+    /// Mesh certificate authority: root CA and SPIFFE workload certificates for the proxy.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
 }
 
 impl Command {
@@ -37,6 +45,8 @@ impl Command {
         match self {
             Command::Config(cmd) => cmd.run(),
             Command::AnalyzeConfig(args) => analyze_config::run(args),
+            Command::Proxy(cmd) => cmd.run(),
+            Command::Ca(cmd) => cmd.run(),
         }
     }
 }

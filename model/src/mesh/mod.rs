@@ -18,7 +18,7 @@ pub use duration::Duration;
 pub use load::{LoadError, LoadReport, LoadedResource, Origin, SkippedDocument};
 pub use meta::ObjectMeta;
 pub use settings::MeshSettings;
-pub use snapshot::{Endpoint, MeshConfig, WorkloadRef, host_matches, resolve_host};
+pub use snapshot::{Endpoint, MeshConfig, WorkloadRef, host_matches, resolve_gateway_ref, resolve_host};
 
 use serde::Serialize;
 

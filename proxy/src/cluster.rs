@@ -1,0 +1,748 @@
+//! Upstream clusters: the endpoints behind one `outbound|PORT|SUBSET|HOST`, with the DestinationRule traffic
+//! policy that governs them — load balancing, connection-pool limits (circuit breaking), outlier detection
+//! and TLS origination — and a pooled HTTP client per cluster.
+//!
+//! A cluster's runtime state (pool, ejections, counters) survives a config reload when its [`ClusterSpec`]
+//! is unchanged, so reloading never resets a circuit breaker or drops pooled connections needlessly.
+
+use crate::error::ProxyError;
+use crate::tls::{self, CertFiles, CertSource};
+use crate::{BoxError, ProxyBody};
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use meshlens_model::SpiffeId;
+use meshlens_model::mesh::networking::{
+    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, SimpleLb,
+    TrafficPolicy,
+};
+use meshlens_model::mesh::{MeshConfig, meta::labels_match};
+use meshlens_model::names::IstioSni;
+use rustls::pki_types::ServerName;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Istio leaves connection-pool limits effectively unlimited (2^32-1) unless a DestinationRule sets them.
+const UNLIMITED: usize = u32::MAX as usize;
+/// Istio's default TCP connect timeout.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbPolicy {
+    RoundRobin,
+    LeastRequest,
+    Random,
+}
+
+/// Outlier detection settings with Istio's defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutlierSettings {
+    pub consecutive_5xx: u32,
+    pub consecutive_gateway: u32,
+    pub interval: Duration,
+    pub base_ejection: Duration,
+    pub max_ejection_percent: u32,
+}
+
+impl OutlierSettings {
+    fn from_istio(od: &OutlierDetection) -> OutlierSettings {
+        OutlierSettings {
+            // Istio: consecutive5xxErrors defaults to 5; the deprecated consecutiveErrors counts gateway errors.
+            consecutive_5xx: od.consecutive_5xx_errors.unwrap_or(if od.consecutive_errors.is_some() { 0 } else { 5 }),
+            consecutive_gateway: od.consecutive_gateway_errors.or(od.consecutive_errors).unwrap_or(0),
+            interval: od.interval.map_or(Duration::from_secs(10), |d| d.as_std()),
+            base_ejection: od.base_ejection_time.map_or(Duration::from_secs(30), |d| d.as_std()),
+            max_ejection_percent: od.max_ejection_percent.unwrap_or(10),
+        }
+    }
+}
+
+/// How a cluster's TLS endpoints are reached.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpstreamTls {
+    /// Plaintext to every endpoint.
+    Disabled,
+    /// Istio mTLS with the workload identity, expecting one of `identities`.
+    IstioMutual { sni: String, identities: Vec<SpiffeId> },
+    /// DestinationRule `SIMPLE` or `MUTUAL` with files.
+    Simple { sni: String, ca_certificates: PathBuf, client: Option<(PathBuf, PathBuf)> },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointSpec {
+    /// `ip:port` (or `host:port`, resolved at connect time).
+    pub authority: String,
+    /// Whether this endpoint is reached with the cluster's TLS (auto mTLS makes this per endpoint).
+    pub tls: bool,
+    pub namespace: Option<String>,
+    pub workload: Option<String>,
+    pub identity: Option<SpiffeId>,
+}
+
+/// Everything that defines a cluster; equal specs share runtime state across reloads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSpec {
+    /// `outbound|9080|v1|reviews.default.svc.cluster.local` or `inbound|9080||`.
+    pub name: String,
+    pub host: Option<String>,
+    pub port: u16,
+    pub subset: Option<String>,
+    pub endpoints: Vec<EndpointSpec>,
+    pub lb: LbPolicy,
+    pub max_connections: usize,
+    pub max_pending: usize,
+    pub max_requests: usize,
+    pub max_retries: usize,
+    pub max_requests_per_connection: Option<u32>,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Option<Duration>,
+    pub outlier: Option<OutlierSettings>,
+    pub http2: bool,
+    pub tls: UpstreamTls,
+}
+
+impl ClusterSpec {
+    /// A cluster with one plaintext endpoint and Istio's defaults (a sidecar's inbound cluster).
+    pub fn static_endpoint(name: String, port: u16, authority: String, http2: bool) -> ClusterSpec {
+        ClusterSpec {
+            name,
+            host: None,
+            port,
+            subset: None,
+            endpoints: vec![EndpointSpec { authority, tls: false, namespace: None, workload: None, identity: None }],
+            lb: LbPolicy::LeastRequest,
+            max_connections: UNLIMITED,
+            max_pending: UNLIMITED,
+            max_requests: UNLIMITED,
+            max_retries: UNLIMITED,
+            max_requests_per_connection: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            idle_timeout: None,
+            outlier: None,
+            http2,
+            tls: UpstreamTls::Disabled,
+        }
+    }
+}
+
+/// What the proxy building clusters is: who it is, and whether it can originate Istio mTLS.
+#[derive(Debug, Clone)]
+pub struct ClusterContext {
+    pub client_namespace: String,
+    pub trust_domain: String,
+    pub has_identity: bool,
+}
+
+/// Builds the spec of `outbound|port|subset|host` from the mesh config. `None` when the host is not a
+/// Service of the config.
+pub fn outbound_spec(
+    mesh: &MeshConfig,
+    ctx: &ClusterContext,
+    host: &str,
+    port: u16,
+    subset: Option<&str>,
+) -> Option<ClusterSpec> {
+    let service = mesh.service_by_host(host)?;
+    let service_port = service.spec.ports.iter().find(|p| p.port == port)?;
+    let rule = mesh.destination_rule_for(host, &ctx.client_namespace);
+    let subset_def = subset.and_then(|s| rule?.spec.subsets.iter().find(|d| d.name == s));
+    if subset.is_some() && subset_def.is_none() {
+        // Istio answers 503 NC for a subset no DestinationRule defines.
+        return None;
+    }
+    let policy = effective_policy(
+        rule.and_then(|r| r.spec.traffic_policy.as_ref()),
+        subset_def.and_then(|s| s.traffic_policy.as_ref()),
+        port,
+    );
+    let endpoints: Vec<_> = mesh
+        .endpoints(service, port)
+        .into_iter()
+        .filter(|e| subset_def.is_none_or(|s| labels_match(&s.labels, &e.workload.labels)))
+        .collect();
+    let tls_mode = policy.tls.as_ref().and_then(|t| t.mode);
+    let endpoint_specs: Vec<EndpointSpec> = endpoints
+        .iter()
+        .map(|e| EndpointSpec {
+            authority: if e.address.contains(':') {
+                format!("[{}]:{}", e.address, e.port)
+            } else {
+                format!("{}:{}", e.address, e.port)
+            },
+            tls: match tls_mode {
+                Some(ClientTlsMode::Disable) => false,
+                Some(_) => true,
+                // Auto mTLS: endpoints with an Istio sidecar get ISTIO_MUTUAL.
+                None => ctx.has_identity && e.workload.has_sidecar(),
+            },
+            namespace: Some(e.workload.namespace.clone()),
+            workload: Some(e.workload.name.clone()),
+            identity: SpiffeId::new(&ctx.trust_domain, &e.workload.namespace, &e.workload.service_account).ok(),
+        })
+        .collect();
+    let sni = IstioSni { port, subset: subset.map(str::to_owned), host: host.to_owned() }.to_string();
+    let mut identities: Vec<SpiffeId> = endpoint_specs.iter().filter_map(|e| e.identity.clone()).collect();
+    identities.sort();
+    identities.dedup();
+    let tls = upstream_tls(policy.tls.as_ref(), sni, identities);
+    let pool = policy.connection_pool.unwrap_or_default();
+    let tcp = pool.tcp.unwrap_or_default();
+    let http = pool.http.unwrap_or_default();
+    let limit = |v: Option<u32>| v.filter(|n| *n > 0).map_or(UNLIMITED, |n| n as usize);
+    let app_protocol = service_port.app_protocol.as_deref().unwrap_or("");
+    let port_name = service_port.name.as_deref().unwrap_or("");
+    let http2 = ["http2", "grpc", "h2c"]
+        .iter()
+        .any(|p| app_protocol == *p || port_name == *p || port_name.starts_with(&format!("{p}-")))
+        || http.h2_upgrade_policy.as_deref() == Some("UPGRADE");
+    Some(ClusterSpec {
+        name: format!("outbound|{port}|{}|{host}", subset.unwrap_or("")),
+        host: Some(host.to_owned()),
+        port,
+        subset: subset.map(str::to_owned),
+        endpoints: endpoint_specs,
+        lb: lb_policy(policy.load_balancer.as_ref()),
+        max_connections: limit(tcp.max_connections),
+        max_pending: limit(http.http1_max_pending_requests),
+        max_requests: limit(http.http2_max_requests),
+        max_retries: limit(http.max_retries),
+        max_requests_per_connection: http.max_requests_per_connection.filter(|n| *n > 0),
+        connect_timeout: tcp.connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.as_std()),
+        idle_timeout: http.idle_timeout.map(|d| d.as_std()),
+        outlier: policy.outlier_detection.as_ref().map(OutlierSettings::from_istio),
+        http2,
+        tls,
+    })
+}
+
+/// The traffic policy that applies to one port of one subset: port-level settings override the policy's
+/// own, and a subset's policy overrides the rule's, field by field (Istio's merge).
+#[derive(Debug, Default)]
+struct Effective {
+    load_balancer: Option<LoadBalancerSettings>,
+    connection_pool: Option<ConnectionPoolSettings>,
+    outlier_detection: Option<OutlierDetection>,
+    tls: Option<ClientTlsSettings>,
+}
+
+fn effective_policy(rule: Option<&TrafficPolicy>, subset: Option<&TrafficPolicy>, port: u16) -> Effective {
+    let mut out = Effective::default();
+    for policy in [rule, subset].into_iter().flatten() {
+        let port_level =
+            policy.port_level_settings.iter().find(|p| p.port.as_ref().and_then(|s| s.number) == Some(u32::from(port)));
+        macro_rules! merge {
+            ($field:ident) => {
+                if let Some(v) = port_level.and_then(|p| p.$field.clone()).or_else(|| policy.$field.clone()) {
+                    out.$field = Some(v);
+                }
+            };
+        }
+        merge!(load_balancer);
+        merge!(connection_pool);
+        merge!(outlier_detection);
+        merge!(tls);
+    }
+    out
+}
+
+fn lb_policy(settings: Option<&LoadBalancerSettings>) -> LbPolicy {
+    match settings.and_then(|s| s.simple) {
+        Some(SimpleLb::RoundRobin) => LbPolicy::RoundRobin,
+        Some(SimpleLb::Random) => LbPolicy::Random,
+        // Istio's default (and LEAST_CONN, its deprecated alias) is LEAST_REQUEST.
+        _ => LbPolicy::LeastRequest,
+    }
+}
+
+fn upstream_tls(settings: Option<&ClientTlsSettings>, sni: String, identities: Vec<SpiffeId>) -> UpstreamTls {
+    match settings.and_then(|t| t.mode.map(|m| (m, t))) {
+        Some((ClientTlsMode::Disable, _)) => UpstreamTls::Disabled,
+        Some((ClientTlsMode::Simple | ClientTlsMode::Mutual, t)) => match &t.ca_certificates {
+            Some(ca) => UpstreamTls::Simple {
+                sni: t.sni.clone().unwrap_or(sni),
+                ca_certificates: PathBuf::from(ca),
+                client: t.client_certificate.as_ref().zip(t.private_key.as_ref()).map(|(c, k)| (c.into(), k.into())),
+            },
+            // Without a CA bundle there is nothing to verify against; the proxy ships no public roots.
+            None => UpstreamTls::Disabled,
+        },
+        Some((ClientTlsMode::IstioMutual, t)) => {
+            let mut identities = identities;
+            identities.extend(t.subject_alt_names.iter().filter_map(|s| s.parse().ok()));
+            UpstreamTls::IstioMutual { sni, identities }
+        }
+        None => UpstreamTls::IstioMutual { sni, identities },
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Runtime
+
+#[derive(Debug, Default)]
+struct OutlierState {
+    consecutive_5xx: u32,
+    consecutive_gateway: u32,
+    ejected_until: Option<Instant>,
+    times_ejected: u32,
+}
+
+#[derive(Debug)]
+struct EndpointState {
+    spec: EndpointSpec,
+    active: AtomicUsize,
+    outlier: Mutex<OutlierState>,
+}
+
+/// The endpoint a request was sent to.
+#[derive(Debug, Clone)]
+pub struct Picked {
+    pub index: usize,
+    pub spec: EndpointSpec,
+}
+
+/// A live cluster.
+pub struct Cluster {
+    pub spec: ClusterSpec,
+    endpoints: Vec<EndpointState>,
+    rr: AtomicUsize,
+    next_sweep: Mutex<Instant>,
+    requests: Arc<Semaphore>,
+    connections: Option<Arc<Semaphore>>,
+    pending: Arc<AtomicUsize>,
+    retries: Arc<Semaphore>,
+    client: Client<Connector, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("name", &self.spec.name).finish_non_exhaustive()
+    }
+}
+
+/// Holds circuit-breaker capacity for the life of a request (including its response body).
+#[derive(Debug)]
+pub struct Admission {
+    _request: OwnedSemaphorePermit,
+    _connection: Option<OwnedSemaphorePermit>,
+    active: Option<(Arc<Cluster>, usize)>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some((cluster, index)) = &self.active {
+            cluster.endpoints[*index].active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A retry slot (`maxRetries` concurrent retries per cluster).
+#[derive(Debug)]
+pub struct RetryPermit {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Cluster {
+    pub fn new(spec: ClusterSpec, identity: Option<&Arc<CertSource>>) -> Result<Arc<Cluster>, tls::TlsError> {
+        let tls = match &spec.tls {
+            UpstreamTls::Disabled => None,
+            UpstreamTls::IstioMutual { sni, identities } => match identity {
+                Some(identity) => {
+                    Some(TlsOrigination::new(tls::mesh_client_config(identity, identities.clone(), spec.http2)?, sni)?)
+                }
+                None => None,
+            },
+            UpstreamTls::Simple { sni, ca_certificates, client } => {
+                let client = match client {
+                    Some((cert, key)) => {
+                        Some(CertSource::load(CertFiles::Pem { cert: cert.clone(), key: key.clone(), roots: None })?)
+                    }
+                    None => None,
+                };
+                Some(TlsOrigination::new(tls::simple_client_config(ca_certificates, client, spec.http2)?, sni)?)
+            }
+        };
+        let connector = Connector { connect_timeout: spec.connect_timeout, tls: tls.map(Arc::new) };
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.pool_timer(hyper_util::rt::TokioTimer::new());
+        if let Some(idle) = spec.idle_timeout {
+            builder.pool_idle_timeout(idle);
+        }
+        if spec.max_requests_per_connection == Some(1) {
+            // One request per connection: never keep one idle.
+            builder.pool_max_idle_per_host(0);
+        }
+        if spec.http2 {
+            builder.http2_only(true);
+        }
+        let client = builder.build(connector);
+        let endpoints = spec
+            .endpoints
+            .iter()
+            .map(|e| EndpointState { spec: e.clone(), active: AtomicUsize::new(0), outlier: Mutex::default() })
+            .collect();
+        let interval = spec.outlier.as_ref().map_or(Duration::from_secs(10), |o| o.interval);
+        Ok(Arc::new(Cluster {
+            requests: Arc::new(Semaphore::new(spec.max_requests.min(Semaphore::MAX_PERMITS))),
+            // HTTP/2 multiplexes, so maxConnections does not bound concurrent requests there.
+            connections: (!spec.http2 && spec.max_connections < UNLIMITED)
+                .then(|| Arc::new(Semaphore::new(spec.max_connections))),
+            pending: Arc::new(AtomicUsize::new(0)),
+            retries: Arc::new(Semaphore::new(spec.max_retries.min(Semaphore::MAX_PERMITS))),
+            endpoints,
+            rr: AtomicUsize::new(0),
+            next_sweep: Mutex::new(Instant::now() + interval),
+            spec,
+            client,
+        }))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Chooses an endpoint: not ejected, preferably not one of `previous` (Envoy's previous-hosts retry
+    /// predicate), by the cluster's load-balancing policy.
+    pub fn pick(&self, previous: &[String]) -> Result<Picked, ProxyError> {
+        self.sweep();
+        let healthy: Vec<usize> = (0..self.endpoints.len()).filter(|&i| self.lock(i).ejected_until.is_none()).collect();
+        if healthy.is_empty() {
+            return Err(ProxyError::NoHealthyUpstream);
+        }
+        let fresh: Vec<usize> =
+            healthy.iter().copied().filter(|&i| !previous.contains(&self.endpoints[i].spec.authority)).collect();
+        let candidates = if fresh.is_empty() { healthy } else { fresh };
+        let index = match self.spec.lb {
+            LbPolicy::RoundRobin => candidates[self.rr.fetch_add(1, Ordering::Relaxed) % candidates.len()],
+            LbPolicy::Random => candidates[fastrand::usize(..candidates.len())],
+            LbPolicy::LeastRequest => {
+                // Envoy's power of two choices.
+                let a = candidates[fastrand::usize(..candidates.len())];
+                let b = candidates[fastrand::usize(..candidates.len())];
+                let load = |i: usize| self.endpoints[i].active.load(Ordering::Relaxed);
+                if load(b) < load(a) { b } else { a }
+            }
+        };
+        Ok(Picked { index, spec: self.endpoints[index].spec.clone() })
+    }
+
+    fn lock(&self, index: usize) -> std::sync::MutexGuard<'_, OutlierState> {
+        self.endpoints[index].outlier.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Returns ejected endpoints whose time is up, once per `interval`, as Envoy's outlier sweep does.
+    fn sweep(&self) {
+        let Some(settings) = &self.spec.outlier else { return };
+        let now = Instant::now();
+        {
+            let mut next = self.next_sweep.lock().unwrap_or_else(|e| e.into_inner());
+            if now < *next {
+                return;
+            }
+            *next = now + settings.interval;
+        }
+        for i in 0..self.endpoints.len() {
+            let mut state = self.lock(i);
+            if state.ejected_until.is_some_and(|until| until <= now) {
+                state.ejected_until = None;
+                tracing::info!(cluster = %self.spec.name, endpoint = %self.endpoints[i].spec.authority, "outlier detection: endpoint returned");
+            }
+        }
+    }
+
+    /// Feeds a result to outlier detection. `status` is `None` for local-origin failures (connect failure,
+    /// reset, timeout), which Envoy counts as 503 when it does not split them out.
+    pub fn record(&self, index: usize, status: Option<u16>) {
+        let Some(settings) = &self.spec.outlier else { return };
+        let code = status.unwrap_or(503);
+        let ejected_now = (0..self.endpoints.len()).filter(|&i| self.lock(i).ejected_until.is_some()).count();
+        let mut state = self.lock(index);
+        if code >= 500 {
+            state.consecutive_5xx += 1;
+            if matches!(code, 502..=504) {
+                state.consecutive_gateway += 1;
+            } else {
+                state.consecutive_gateway = 0;
+            }
+        } else {
+            state.consecutive_5xx = 0;
+            state.consecutive_gateway = 0;
+            return;
+        }
+        let tripped = (settings.consecutive_5xx > 0 && state.consecutive_5xx >= settings.consecutive_5xx)
+            || (settings.consecutive_gateway > 0 && state.consecutive_gateway >= settings.consecutive_gateway);
+        // Envoy ejects while the ejected share is below maxEjectionPercent (so at least one can go).
+        let below_max = ejected_now * 100 < settings.max_ejection_percent as usize * self.endpoints.len();
+        if tripped && state.ejected_until.is_none() && below_max {
+            state.times_ejected += 1;
+            state.ejected_until = Some(Instant::now() + settings.base_ejection * state.times_ejected);
+            state.consecutive_5xx = 0;
+            state.consecutive_gateway = 0;
+            tracing::info!(cluster = %self.spec.name, endpoint = %self.endpoints[index].spec.authority, "outlier detection: endpoint ejected");
+        }
+    }
+
+    /// Admits a request under the connection-pool limits: over `http2MaxRequests`, or with
+    /// `http1MaxPendingRequests` already waiting for one of `maxConnections`, it overflows (503 UO).
+    pub async fn admit(self: &Arc<Self>, picked: &Picked) -> Result<Admission, ProxyError> {
+        let request = self.requests.clone().try_acquire_owned().map_err(|_| ProxyError::Overflow("max requests"))?;
+        let connection = match &self.connections {
+            None => None,
+            Some(connections) => match connections.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    if self.pending.fetch_add(1, Ordering::AcqRel) >= self.spec.max_pending {
+                        self.pending.fetch_sub(1, Ordering::AcqRel);
+                        return Err(ProxyError::Overflow("pending requests"));
+                    }
+                    let permit = connections.clone().acquire_owned().await;
+                    self.pending.fetch_sub(1, Ordering::AcqRel);
+                    Some(permit.map_err(|_| ProxyError::Overflow("connection pool closed"))?)
+                }
+            },
+        };
+        self.endpoints[picked.index].active.fetch_add(1, Ordering::Relaxed);
+        Ok(Admission { _request: request, _connection: connection, active: Some((self.clone(), picked.index)) })
+    }
+
+    /// A slot for one retry, if `maxRetries` allows it.
+    pub fn retry_permit(&self) -> Option<RetryPermit> {
+        self.retries.clone().try_acquire_owned().ok().map(|permit| RetryPermit { _permit: permit })
+    }
+
+    /// Sends `request` (whose URI is the origin-form path) to `picked`. The admission is held until the
+    /// response body ends.
+    pub async fn send(
+        &self,
+        picked: &Picked,
+        admission: Admission,
+        mut request: Request<Bytes>,
+    ) -> Result<(Response<ProxyBody>, Option<String>), ProxyError> {
+        let scheme = if picked.spec.tls && self.client_has_tls() { "https" } else { "http" };
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let uri: Uri = format!("{scheme}://{}{path}", picked.spec.authority)
+            .parse()
+            .map_err(|e| ProxyError::ConnectFailure(format!("bad endpoint address: {e}")))?;
+        *request.uri_mut() = uri;
+        if self.spec.http2 {
+            *request.version_mut() = http::Version::HTTP_2;
+        } else {
+            *request.version_mut() = http::Version::HTTP_11;
+        }
+        let request = request.map(Full::new);
+        match self.client.request(request).await {
+            Ok(mut response) => {
+                self.record(picked.index, Some(response.status().as_u16()));
+                let local = response.extensions().get::<UpstreamLocal>().map(|l| l.0.clone());
+                // The downstream connection decides its own protocol version.
+                *response.version_mut() = http::Version::default();
+                let response = response.map(|body| {
+                    GuardedBody { inner: body.map_err(BoxError::from).boxed_unsync(), _guard: admission }.boxed_unsync()
+                });
+                Ok((response, local))
+            }
+            Err(err) => {
+                self.record(picked.index, None);
+                let reason = error_chain(&err);
+                Err(if err.is_connect() {
+                    ProxyError::ConnectFailure(reason)
+                } else {
+                    ProxyError::UpstreamReset(reason)
+                })
+            }
+        }
+    }
+
+    fn client_has_tls(&self) -> bool {
+        !matches!(self.spec.tls, UpstreamTls::Disabled)
+    }
+
+    /// Endpoint addresses currently ejected (for tests and the admin page).
+    pub fn ejected(&self) -> Vec<String> {
+        (0..self.endpoints.len())
+            .filter(|&i| self.lock(i).ejected_until.is_some())
+            .map(|i| self.endpoints[i].spec.authority.clone())
+            .collect()
+    }
+}
+
+/// `source: inner: innermost`, with TLS failures prefixed as Envoy's transport failure reasons are.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = Vec::new();
+    let mut current = err.source();
+    while let Some(e) = current {
+        parts.push(e.to_string());
+        current = e.source();
+    }
+    if parts.is_empty() {
+        parts.push(err.to_string());
+    }
+    parts.dedup();
+    parts.join(": ")
+}
+
+/// A response body that keeps its request's circuit-breaker capacity until it ends or is dropped.
+struct GuardedBody {
+    inner: ProxyBody,
+    _guard: Admission,
+}
+
+impl hyper::body::Body for GuardedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Connector
+
+struct TlsOrigination {
+    connector: tokio_rustls::TlsConnector,
+    server_name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for TlsOrigination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsOrigination").field("server_name", &self.server_name).finish_non_exhaustive()
+    }
+}
+
+impl TlsOrigination {
+    fn new(config: rustls::ClientConfig, sni: &str) -> Result<TlsOrigination, tls::TlsError> {
+        let server_name =
+            ServerName::try_from(sni.to_owned()).map_err(|e| tls::TlsError::Invalid(format!("SNI {sni:?}: {e}")))?;
+        Ok(TlsOrigination { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), server_name })
+    }
+}
+
+/// The local address of an upstream connection, carried to the access log via response extensions.
+#[derive(Debug, Clone)]
+pub struct UpstreamLocal(pub String);
+
+#[derive(Debug, Clone)]
+struct Connector {
+    connect_timeout: Duration,
+    tls: Option<Arc<TlsOrigination>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("delayed connect error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("connection timeout")]
+    Timeout,
+    #[error("TLS_error: {0}")]
+    Tls(std::io::Error),
+    #[error("no authority in {0}")]
+    NoAuthority(Uri),
+}
+
+impl tower::Service<Uri> for Connector {
+    type Response = UpstreamIo;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<UpstreamIo, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let authority = uri.authority().ok_or_else(|| ConnectError::NoAuthority(uri.clone()))?.to_string();
+            let tcp = tokio::time::timeout(this.connect_timeout, TcpStream::connect(authority.as_str()))
+                .await
+                .map_err(|_| ConnectError::Timeout)??;
+            tcp.set_nodelay(true)?;
+            let local = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            match (uri.scheme_str(), &this.tls) {
+                (Some("https"), Some(tls)) => {
+                    let stream =
+                        tls.connector.connect(tls.server_name.clone(), tcp).await.map_err(ConnectError::Tls)?;
+                    Ok(UpstreamIo::Tls(Box::new(TokioIo::new(stream)), local))
+                }
+                _ => Ok(UpstreamIo::Plain(TokioIo::new(tcp), local)),
+            }
+        })
+    }
+}
+
+enum UpstreamIo {
+    Plain(TokioIo<TcpStream>, String),
+    Tls(Box<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>, String),
+}
+
+impl Connection for UpstreamIo {
+    fn connected(&self) -> Connected {
+        match self {
+            UpstreamIo::Plain(_, local) => Connected::new().extra(UpstreamLocal(local.clone())),
+            UpstreamIo::Tls(stream, local) => {
+                let connected = Connected::new().extra(UpstreamLocal(local.clone()));
+                if stream.inner().get_ref().1.alpn_protocol() == Some(b"h2") {
+                    connected.negotiated_h2()
+                } else {
+                    connected
+                }
+            }
+        }
+    }
+}
+
+impl hyper::rt::Read for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(io, _) => Pin::new(io).poll_read(cx, buf),
+            UpstreamIo::Tls(io, _) => Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl hyper::rt::Write for UpstreamIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(io, _) => Pin::new(io).poll_write(cx, buf),
+            UpstreamIo::Tls(io, _) => Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(io, _) => Pin::new(io).poll_flush(cx),
+            UpstreamIo::Tls(io, _) => Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(io, _) => Pin::new(io).poll_shutdown(cx),
+            UpstreamIo::Tls(io, _) => Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! meshlens' bundled proxy: an Istio-compatible ingress gateway and mTLS sidecar, configured by the same
+//! Kubernetes and Istio resources meshlens analyzes (Gateway, VirtualService, DestinationRule,
+//! PeerAuthentication, AuthorizationPolicy, Ingress, Service, Pod, WorkloadEntry), and reporting in Istio's
+//! vocabulary (access-log format, response flags, `istio_*` metrics) so that its telemetry feeds meshlens
+//! like any Envoy's.
+//!
+//! The request path is a stack of tower layers ([`stack`]) over a config [`config::Snapshot`] compiled
+//! from the model's `MeshConfig`: routes ([`route`]), clusters with DestinationRule traffic policy
+//! ([`cluster`]), policies ([`authz`]). Listeners ([`server`]) terminate TLS and HTTP; [`tls`] and [`ca`]
+//! provide SPIFFE identities. Every locally generated answer is a [`ProxyError`], mapped to status,
+//! response flag and details in one place ([`error`]). The crate depends only on `meshlens-model`.
+
+pub mod authz;
+pub mod ca;
+pub mod cluster;
+pub mod config;
+pub mod error;
+mod proxy;
+pub mod route;
+pub mod server;
+pub mod stack;
+pub mod telemetry;
+pub mod tls;
+
+pub use error::ProxyError;
+pub use proxy::{
+    CommonOptions, IdentityOptions, IngressOptions, Running, SidecarOptions, StartError, start_ingress, start_sidecar,
+};
+pub use server::Limits;
+pub use telemetry::{AccessLogFormat, AccessLogTarget};
+
+/// Errors carried by streamed bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The response body type of every layer.
+pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;

@@ -1,0 +1,206 @@
+//! Listeners: accept, decide per connection whether to terminate TLS (always, never, or — under
+//! PERMISSIVE — by sniffing the first byte for a TLS handshake record), pick the server certificate by
+//! SNI, and serve HTTP/1.1 or HTTP/2 (h2c prior knowledge or ALPN `h2`) with header-size, connection and
+//! idle limits. Malformed input ends that connection only.
+
+use crate::config::{SharedSnapshot, Snapshot, View, pick_server_tls};
+use crate::stack::{ConnInfo, HttpService, Side};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use meshlens_model::mesh::security::MtlsMode;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt;
+
+/// Downstream limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open downstream connections per listener; more are closed on accept.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) accepted; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Largest request body buffered; larger gets 413.
+    pub max_request_body: usize,
+    /// How long a keep-alive connection may wait for the next request's headers.
+    pub idle_timeout: Duration,
+    /// Time allowed for a TLS handshake (and for the first byte when sniffing).
+    pub handshake_timeout: Duration,
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            max_header_bytes: 60 * 1024,
+            max_request_body: 8 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(300),
+            handshake_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 1024,
+        }
+    }
+}
+
+/// What to do with TLS on a new connection.
+enum ConnTls {
+    Plain,
+    Terminate { optional: bool, configs: TlsConfigs },
+}
+
+enum TlsConfigs {
+    Single(Arc<rustls::ServerConfig>),
+    BySni(Vec<crate::config::ServerTls>),
+}
+
+/// Decided per connection from the current snapshot, so a PeerAuthentication change applies to new
+/// connections after a reload.
+fn conn_tls(snapshot: &Snapshot, side: Side, port: u16) -> ConnTls {
+    match (&snapshot.view, side) {
+        (View::Gateway(ports), _) => match ports.get(&port) {
+            Some(gw) if !gw.tls.is_empty() => {
+                ConnTls::Terminate { optional: gw.plaintext, configs: TlsConfigs::BySni(gw.tls.clone()) }
+            }
+            _ => ConnTls::Plain,
+        },
+        (View::Sidecar(view), Side::Inbound) => {
+            let mode = view.inbound.get(&port).map_or(MtlsMode::Permissive, |(_, mode, _)| *mode);
+            match (&view.server_tls, mode) {
+                (_, MtlsMode::Disable) | (None, _) => ConnTls::Plain,
+                (Some(config), MtlsMode::Strict) => {
+                    ConnTls::Terminate { optional: false, configs: TlsConfigs::Single(config.clone()) }
+                }
+                (Some(config), _) => ConnTls::Terminate { optional: true, configs: TlsConfigs::Single(config.clone()) },
+            }
+        }
+        (View::Sidecar(_), _) => ConnTls::Plain,
+    }
+}
+
+/// Everything a listener needs.
+#[derive(Clone)]
+pub struct ListenerContext {
+    pub side: Side,
+    /// The config port (Gateway server port or workload port).
+    pub port: u16,
+    pub snapshot: SharedSnapshot,
+    pub service: HttpService,
+    pub limits: Limits,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Accepts connections until shutdown.
+pub async fn serve(listener: TcpListener, ctx: ListenerContext) {
+    let slots = Arc::new(Semaphore::new(ctx.limits.max_connections));
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, remote) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                // Out of file descriptors and the like: back off rather than spin.
+                tracing::warn!(%err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%remote, "connection limit reached; closing");
+            continue;
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(err) = handle(stream, remote, ctx).await {
+                tracing::debug!(%remote, %err, "connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn handle(stream: TcpStream, remote: SocketAddr, ctx: ListenerContext) -> Result<(), String> {
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().map_err(|e| e.to_string())?;
+    let mut conn = ConnInfo { local, remote, port: ctx.port, sni: None, tls_version: None, peer: None, tls: false };
+    let policy = conn_tls(&ctx.snapshot.current(), ctx.side, ctx.port);
+    let (optional, configs) = match policy {
+        ConnTls::Plain => return serve_http(TokioIo::new(stream), conn, ctx).await,
+        ConnTls::Terminate { optional, configs } => (optional, configs),
+    };
+    if optional {
+        let mut first = [0u8; 1];
+        let peeked = tokio::time::timeout(ctx.limits.handshake_timeout, stream.peek(&mut first))
+            .await
+            .map_err(|_| "no data before the handshake timeout".to_owned())?
+            .map_err(|e| e.to_string())?;
+        // 0x16 is a TLS handshake record; anything else is plaintext HTTP (PERMISSIVE).
+        if peeked == 0 || first[0] != 0x16 {
+            return serve_http(TokioIo::new(stream), conn, ctx).await;
+        }
+    }
+    let handshake = async {
+        let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+        let start = acceptor.await.map_err(|e| format!("TLS: {e}"))?;
+        let sni = start.client_hello().server_name().map(str::to_owned);
+        let config = match &configs {
+            TlsConfigs::Single(config) => config.clone(),
+            TlsConfigs::BySni(servers) => pick_server_tls(servers, sni.as_deref())
+                .map(|s| s.config.clone())
+                .ok_or_else(|| format!("no server for SNI {sni:?}"))?,
+        };
+        let tls = start.into_stream(config).await.map_err(|e| format!("TLS handshake: {e}"))?;
+        Ok::<_, String>((tls, sni))
+    };
+    let (tls, sni) = tokio::time::timeout(ctx.limits.handshake_timeout, handshake)
+        .await
+        .map_err(|_| "TLS handshake timed out".to_owned())??;
+    let session = tls.get_ref().1;
+    conn.tls = true;
+    conn.sni = sni;
+    conn.tls_version = session.protocol_version().map(|v| match v {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_owned(),
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_owned(),
+        other => format!("{other:?}"),
+    });
+    // The verifier accepted the chain; the identity is the leaf's SPIFFE ID.
+    conn.peer = session.peer_certificates().and_then(|certs| certs.first()).and_then(crate::tls::spiffe_id_of);
+    serve_http(TokioIo::new(tls), conn, ctx).await
+}
+
+async fn serve_http<I>(io: TokioIo<I>, conn: ConnInfo, ctx: ListenerContext) -> Result<(), String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = ctx.service.clone();
+    let hyper_service = hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(conn.clone());
+        service.clone().oneshot(request)
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(ctx.limits.max_header_bytes.max(8192))
+        .header_read_timeout(ctx.limits.idle_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(ctx.limits.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(ctx.limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(ctx.limits.idle_timeout / 2));
+    let connection = builder.serve_connection(io, hyper_service);
+    tokio::pin!(connection);
+    let mut shutdown = ctx.shutdown.clone();
+    tokio::select! {
+        result = connection.as_mut() => result.map_err(|e| e.to_string()),
+        _ = shutdown.changed() => {
+            // Finish in-flight requests, accept no new ones.
+            connection.as_mut().graceful_shutdown();
+            connection.await.map_err(|e| e.to_string())
+        }
+    }
+}

@@ -1,0 +1,1135 @@
+//! The request path as tower layers, composed top-down in [`build`] the way linkerd2-proxy stacks its
+//! services: each layer does one thing and hands what it learned to the layers below through request
+//! extensions ([`Routed`], [`Info`]), never through shared globals.
+//!
+//! ```text
+//! pin snapshot -> request id / traceparent -> access log -> local reply (ProxyError -> response)
+//!   -> buffer body -> [authorize, inbound] -> route -> fault -> mirror -> timeout -> retry -> forward
+//! ```
+
+use crate::authz::RequestAttributes;
+use crate::cluster::{Cluster, UpstreamLocal};
+use crate::config::{SharedSnapshot, Snapshot, View};
+use crate::error::ProxyError;
+use crate::route::{Action, Matched, RequestView, Route};
+use crate::telemetry::{LogEntry, Telemetry};
+use crate::{BoxError, ProxyBody};
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use meshlens_model::names::IstioSni;
+use meshlens_model::{Direction, Mtls, Reporter, RequestRecord, SourceFormat, SpiffeId};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tower::util::BoxCloneService;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+/// Which side of a proxy a request crossed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Gateway,
+    Outbound,
+    Inbound,
+}
+
+impl Side {
+    fn reporter(self) -> Reporter {
+        match self {
+            Side::Gateway => Reporter::Gateway,
+            Side::Outbound => Reporter::Source,
+            Side::Inbound => Reporter::Destination,
+        }
+    }
+}
+
+/// Facts about the downstream connection, set by the listener.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// The config port the listener serves (Gateway server port or workload port).
+    pub port: u16,
+    pub sni: Option<String>,
+    pub tls_version: Option<String>,
+    /// The client's SPIFFE ID when it authenticated with a mesh certificate.
+    pub peer: Option<SpiffeId>,
+    pub tls: bool,
+}
+
+/// What the layers learn about one request, for the access log.
+#[derive(Debug, Default)]
+pub struct RequestInfo {
+    pub route_name: Option<String>,
+    pub cluster: Option<String>,
+    pub upstream_host: Option<String>,
+    pub upstream_local: Option<String>,
+    pub transport_failure: Option<String>,
+    pub flags: Vec<&'static str>,
+    pub details: Option<String>,
+    pub attempts: u32,
+    pub upstream_time: Option<Duration>,
+    pub bytes_received: u64,
+    pub destination_service: Option<String>,
+    pub destination_port: Option<u16>,
+    pub destination_subset: Option<String>,
+    pub destination_namespace: Option<String>,
+    pub destination_workload: Option<String>,
+    pub destination_principal: Option<String>,
+    pub upstream_mtls: Option<bool>,
+}
+
+/// Shared handle to a request's [`RequestInfo`].
+#[derive(Debug, Clone, Default)]
+pub struct Info(Arc<Mutex<RequestInfo>>);
+
+impl Info {
+    pub fn update(&self, f: impl FnOnce(&mut RequestInfo)) {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn take(&self) -> RequestInfo {
+        std::mem::take(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The route decision, for the layers below the router.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    pub route: Arc<Route>,
+    pub cluster: Arc<Cluster>,
+}
+
+/// Endpoints already tried for this request (Envoy's previous-hosts retry predicate).
+#[derive(Debug, Clone, Default)]
+struct PreviousHosts(Vec<String>);
+
+/// Who this proxy is, for access-log and metric attribution.
+#[derive(Debug, Clone, Default)]
+pub struct SelfInfo {
+    pub workload: Option<String>,
+    pub namespace: Option<String>,
+    pub principal: Option<String>,
+}
+
+/// Per-proxy settings the stack needs.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    pub side: Side,
+    pub telemetry: Arc<Telemetry>,
+    pub me: SelfInfo,
+    pub max_request_body: usize,
+    /// Mirror copies in flight; more are dropped rather than queued.
+    pub mirror_slots: Arc<tokio::sync::Semaphore>,
+}
+
+pub type HttpService = BoxCloneService<Request<hyper::body::Incoming>, Response<ProxyBody>, Infallible>;
+
+/// The whole request path for one side of the proxy.
+pub fn build(snapshot: SharedSnapshot, config: StackConfig) -> HttpService {
+    let side = config.side;
+    let inner = ServiceBuilder::new()
+        .layer_fn(|inner| Router { inner, side, me: config.me.clone() })
+        .layer_fn(|inner| Faults { inner })
+        .layer_fn(|inner| Mirrors { inner, slots: config.mirror_slots.clone() })
+        .layer_fn(|inner| Timeouts { inner })
+        .layer_fn(|inner| Retries { inner })
+        .service(Forward { side, me: config.me.clone() });
+    let inner: BoxCloneService<Request<Bytes>, Response<ProxyBody>, ProxyError> =
+        if side == Side::Inbound { BoxCloneService::new(Authorize { inner }) } else { BoxCloneService::new(inner) };
+    let stack = ServiceBuilder::new()
+        .layer_fn(|inner| PinSnapshot { inner, snapshot: snapshot.clone() })
+        .layer_fn(|inner| RequestIds { inner })
+        .layer_fn(|inner| AccessLog { inner, config: config.clone() })
+        .layer_fn(|inner| LocalReplies { inner })
+        .layer_fn(|inner| BufferBody { inner, max: config.max_request_body })
+        .service(inner);
+    BoxCloneService::new(stack)
+}
+
+/// Boilerplate shared by every layer: always ready (inner services are cloned per call), boxed future.
+macro_rules! service {
+    ($name:ident<$inner:ident> ($req:ty) -> $err:ty, |$this:ident, $request:ident| $body:expr) => {
+        impl<$inner> Service<$req> for $name<$inner>
+        where
+            $inner:
+                Service<Request<Bytes>, Response = Response<ProxyBody>, Error = ProxyError> + Clone + Send + 'static,
+            $inner::Future: Send,
+        {
+            type Response = Response<ProxyBody>;
+            type Error = $err;
+            type Future = BoxFuture<Response<ProxyBody>, $err>;
+
+            fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), $err>> {
+                Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, $request: $req) -> Self::Future {
+                let $this = self.clone();
+                Box::pin(async move { $body })
+            }
+        }
+    };
+}
+
+fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
+    let mut response = Response::new(Full::new(body.into()).map_err(|never| match never {}).boxed_unsync());
+    *response.status_mut() = status;
+    response
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Outer layers (generic over the downstream body)
+
+#[derive(Clone)]
+struct PinSnapshot<S> {
+    inner: S,
+    snapshot: SharedSnapshot,
+}
+
+impl<S, B> Service<Request<B>> for PinSnapshot<S>
+where
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Response<ProxyBody>, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // The request keeps this snapshot even if a reload swaps in another meanwhile.
+        request.extensions_mut().insert(self.snapshot.current());
+        let inner = self.inner.clone();
+        Box::pin(inner.oneshot(request))
+    }
+}
+
+/// W3C trace context of this hop.
+#[derive(Debug, Clone)]
+struct Trace {
+    trace_id: String,
+    span_id: String,
+}
+
+fn random_hex(bytes: usize) -> String {
+    (0..bytes).map(|_| format!("{:02x}", fastrand::u8(..))).collect()
+}
+
+fn uuid_v4() -> String {
+    let mut b: [u8; 16] = std::array::from_fn(|_| fastrand::u8(..));
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+/// `00-<32 hex>-<16 hex>-<2 hex>` with non-zero ids.
+fn parse_traceparent(value: &str) -> Option<(String, String)> {
+    let parts: Vec<&str> = value.trim().split('-').collect();
+    let [version, trace, parent, flags] = parts.as_slice() else { return None };
+    let hex = |s: &str, n| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let valid = hex(version, 2)
+        && *version != "ff"
+        && hex(trace, 32)
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0')
+        && parent.bytes().any(|b| b != b'0');
+    valid.then(|| (trace.to_string(), flags.to_string()))
+}
+
+#[derive(Clone)]
+struct RequestIds<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for RequestIds<S>
+where
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Response<ProxyBody>, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let headers = request.headers_mut();
+        let has_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).is_some_and(|v| !v.trim().is_empty());
+        if !has_id && let Ok(id) = HeaderValue::try_from(uuid_v4()) {
+            headers.insert("x-request-id", id);
+        }
+        // This hop is a child span: keep the trace id and sampling flags, new span id.
+        let (trace_id, flags) = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_traceparent)
+            .unwrap_or_else(|| (random_hex(16), "00".to_owned()));
+        let span_id = random_hex(8);
+        if let Ok(value) = HeaderValue::try_from(format!("00-{trace_id}-{span_id}-{flags}")) {
+            headers.insert("traceparent", value);
+        }
+        request.extensions_mut().insert(Trace { trace_id, span_id });
+        let inner = self.inner.clone();
+        Box::pin(inner.oneshot(request))
+    }
+}
+
+#[derive(Clone)]
+struct AccessLog<S> {
+    inner: S,
+    config: StackConfig,
+}
+
+impl<S, B> Service<Request<B>> for AccessLog<S>
+where
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Response<ProxyBody>, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let info = Info::default();
+        request.extensions_mut().insert(info.clone());
+        let pending = PendingLog::start(&request, &self.config, info, started);
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let response = inner.oneshot(request).await?;
+            let (parts, body) = response.into_parts();
+            let pending = pending.with_response(parts.status, &parts.headers);
+            Ok(Response::from_parts(parts, LoggedBody { inner: body, bytes: 0, pending: Some(pending) }.boxed_unsync()))
+        })
+    }
+}
+
+/// The order Envoy prints response flags in.
+const FLAG_ORDER: [&str; 20] = [
+    "LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE", "DC", "URX", "SI", "IH",
+    "DPE", "NC",
+];
+
+/// An access-log record waiting for the response body to end.
+struct PendingLog {
+    record: RequestRecord,
+    info: Info,
+    started: Instant,
+    telemetry: Arc<Telemetry>,
+}
+
+impl PendingLog {
+    fn start<B>(request: &Request<B>, config: &StackConfig, info: Info, started: Instant) -> PendingLog {
+        let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let conn = request.extensions().get::<ConnInfo>();
+        let trace = request.extensions().get::<Trace>();
+        let side = config.side;
+        let peer = conn.and_then(|c| c.peer.clone());
+        let (source_workload, source_namespace, source_principal) = match side {
+            Side::Inbound => {
+                // The client's workload comes from the peer metadata id its sidecar sent, trusted only
+                // when it names the namespace of the certificate the client authenticated with.
+                let metadata = header(PEER_METADATA_ID).and_then(|id| parse_peer_id(&id));
+                let metadata = metadata.filter(|(_, ns)| peer.as_ref().is_some_and(|p| p.namespace() == ns));
+                (
+                    metadata.as_ref().map(|(w, _)| w.clone()),
+                    peer.as_ref().map(|p| p.namespace().to_owned()),
+                    peer.as_ref().map(ToString::to_string),
+                )
+            }
+            _ => (config.me.workload.clone(), config.me.namespace.clone(), config.me.principal.clone()),
+        };
+        let record = RequestRecord {
+            timestamp: chrono::Utc::now(),
+            method: Some(request.method().to_string()),
+            path: request.uri().path_and_query().map(|p| p.to_string()),
+            protocol: Some(format!("{:?}", request.version())),
+            authority: request.uri().authority().map(|a| a.to_string()).or_else(|| header("host")),
+            request_id: header("x-request-id"),
+            trace_id: trace.map(|t| t.trace_id.clone()),
+            span_id: trace.map(|t| t.span_id.clone()),
+            user_agent: header("user-agent"),
+            x_forwarded_for: header("x-forwarded-for"),
+            reporter: side.reporter(),
+            direction: if side == Side::Inbound { Direction::Inbound } else { Direction::Outbound },
+            downstream_local_address: conn.map(|c| c.local.to_string()),
+            downstream_remote_address: conn.map(|c| c.remote.to_string()),
+            requested_server_name: conn.and_then(|c| c.sni.clone()),
+            tls_version: conn.and_then(|c| c.tls_version.clone()),
+            source_workload,
+            source_namespace,
+            source_principal,
+            mtls: match side {
+                Side::Inbound if peer.is_some() => Mtls::Mutual,
+                Side::Inbound => Mtls::Plaintext,
+                _ => Mtls::Unknown,
+            },
+            source_format: SourceFormat::MeshlensJson,
+            ..Default::default()
+        };
+        PendingLog { record, info, started, telemetry: config.telemetry.clone() }
+    }
+
+    fn with_response(mut self, status: StatusCode, headers: &http::HeaderMap) -> PendingLog {
+        self.record.status = Some(status.as_u16());
+        self.record.upstream_service_time_ms =
+            headers.get("x-envoy-upstream-service-time").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        self
+    }
+
+    fn finish(mut self, bytes_sent: u64) {
+        let info = self.info.take();
+        let r = &mut self.record;
+        r.duration_ms = Some(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        r.bytes_sent = Some(bytes_sent);
+        r.bytes_received = Some(info.bytes_received);
+        let mut flags = info.flags;
+        flags.sort_by_key(|f| FLAG_ORDER.iter().position(|o| o == f));
+        flags.dedup();
+        r.response_flags = flags.iter().map(|f| (*f).to_owned()).collect();
+        r.response_code_details = info.details.or_else(|| r.status.map(|_| "via_upstream".to_owned()));
+        r.route_name = info.route_name;
+        r.upstream_cluster = info.cluster;
+        r.upstream_host = info.upstream_host;
+        r.attempts = (info.attempts > 0).then_some(info.attempts);
+        r.destination_service = info.destination_service;
+        r.destination_port = info.destination_port;
+        r.destination_subset = info.destination_subset;
+        r.destination_namespace = info.destination_namespace;
+        r.destination_workload = info.destination_workload;
+        r.destination_principal = info.destination_principal;
+        if r.reporter != Reporter::Destination {
+            r.mtls = match info.upstream_mtls {
+                Some(true) => Mtls::Mutual,
+                Some(false) => Mtls::Plaintext,
+                None => Mtls::Unknown,
+            };
+        }
+        let entry = LogEntry {
+            record: self.record,
+            transport_failure: info.transport_failure,
+            upstream_local_address: info.upstream_local,
+        };
+        self.telemetry.emit(entry);
+    }
+}
+
+/// Counts response bytes and emits the access-log record when the body ends or is dropped (client gone).
+struct LoggedBody {
+    inner: ProxyBody,
+    bytes: u64,
+    pending: Option<PendingLog>,
+}
+
+impl hyper::body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                if let Some(pending) = self.pending.take() {
+                    pending.finish(self.bytes);
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            pending.finish(self.bytes);
+        }
+    }
+}
+
+#[derive(Clone)]
+struct LocalReplies<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for LocalReplies<S>
+where
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Response<ProxyBody>, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let info = request.extensions().get::<Info>().cloned().unwrap_or_default();
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            match inner.oneshot(request).await {
+                Ok(response) => Ok(response),
+                Err(error) => {
+                    let reply = error.local_reply();
+                    info.update(|i| {
+                        i.flags.extend(reply.flag);
+                        i.details = Some(reply.details.clone());
+                        if reply.transport_failure.is_some() {
+                            i.transport_failure.clone_from(&reply.transport_failure);
+                        }
+                    });
+                    let mut response = full(reply.status, reply.body);
+                    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                    Ok(response)
+                }
+            }
+        })
+    }
+}
+
+#[derive(Clone)]
+struct BufferBody<S> {
+    inner: S,
+    max: usize,
+}
+
+impl<S, B> Service<Request<B>> for BufferBody<S>
+where
+    S: Service<Request<Bytes>, Response = Response<ProxyBody>, Error = ProxyError> + Clone + Send + 'static,
+    S::Future: Send,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = BoxFuture<Response<ProxyBody>, ProxyError>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let (inner, max) = (self.inner.clone(), self.max);
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            // Bodies are buffered (up to `max`) so that retries and mirrors can replay them.
+            let bytes = match Limited::new(body, max).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+                    return Err(ProxyError::PayloadTooLarge(max));
+                }
+                Err(err) => return Err(ProxyError::Downstream(err.to_string())),
+            };
+            if let Some(info) = parts.extensions.get::<Info>() {
+                info.update(|i| i.bytes_received = bytes.len() as u64);
+            }
+            inner.oneshot(Request::from_parts(parts, bytes)).await
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Inner layers (buffered requests)
+
+fn snapshot_of(request: &Request<Bytes>) -> Result<Arc<Snapshot>, ProxyError> {
+    // Pinned by the outermost layer; absent only if the stack were assembled wrongly.
+    request.extensions().get::<Arc<Snapshot>>().cloned().ok_or(ProxyError::NoRoute)
+}
+
+fn info_of(request: &Request<Bytes>) -> Info {
+    request.extensions().get::<Info>().cloned().unwrap_or_default()
+}
+
+/// Authority (from the absolute URI or `Host`), split into lowercase host and port.
+fn authority(request: &Request<Bytes>) -> (String, Option<u16>) {
+    let raw = request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let raw = raw.rsplit_once('@').map_or(raw.as_str(), |(_, h)| h);
+    if let Some(rest) = raw.strip_prefix('[') {
+        let (host, tail) = rest.split_once(']').unwrap_or((rest, ""));
+        return (host.to_owned(), tail.strip_prefix(':').and_then(|p| p.parse().ok()));
+    }
+    match raw.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>())) {
+        Some((host, Ok(port))) => (host.to_owned(), Some(port)),
+        _ => (raw.to_owned(), None),
+    }
+}
+
+#[derive(Clone)]
+struct Authorize<S> {
+    inner: S,
+}
+
+service!(Authorize<S>(Request<Bytes>) -> ProxyError, |this, request| {
+    let snapshot = snapshot_of(&request)?;
+    if let View::Sidecar(view) = &snapshot.view {
+        let conn = request.extensions().get::<ConnInfo>();
+        let (host, _) = authority(&request);
+        let attributes = RequestAttributes {
+            principal: conn.and_then(|c| c.peer.as_ref()),
+            remote_ip: conn.map(|c| c.remote.ip()),
+            host: &host,
+            port: conn.map_or(0, |c| c.port),
+            method: request.method(),
+            path: request.uri().path(),
+            headers: request.headers(),
+        };
+        view.authz.check(&attributes).map_err(ProxyError::RbacDenied)?;
+    }
+    this.inner.oneshot(request).await
+});
+
+/// Header an Istio sidecar sends to name its workload (`sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.DOMAIN`).
+const PEER_METADATA_ID: &str = "x-envoy-peer-metadata-id";
+
+/// `(workload, namespace)` from a peer metadata id.
+fn parse_peer_id(id: &str) -> Option<(String, String)> {
+    let mut parts = id.split('~');
+    let (_kind, _ip, pod) = (parts.next()?, parts.next()?, parts.next()?);
+    let (workload, namespace) = pod.split_once('.')?;
+    Some((workload.to_owned(), namespace.to_owned()))
+}
+
+/// The host a sidecar's application asked for, as the Service FQDN the outbound table is keyed by:
+/// `reviews`, `reviews.default`, `reviews.default.svc` and a Service's cluster IP all name
+/// `reviews.default.svc.cluster.local`.
+fn outbound_host(snapshot: &Snapshot, host: &str, namespace: &str) -> String {
+    let mesh = &snapshot.mesh;
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        if let Some(service) = mesh.services().find(|s| s.spec.cluster_ip.as_deref() == Some(host)) {
+            return meshlens_model::mesh::resolve_host(&service.metadata.name, service.metadata.ns());
+        }
+        return host.to_owned();
+    }
+    let parts: Vec<&str> = host.split('.').collect();
+    match parts.as_slice() {
+        [name] => meshlens_model::mesh::resolve_host(name, namespace),
+        [name, ns] if mesh.namespaces().iter().any(|n| n == ns) => meshlens_model::mesh::resolve_host(name, ns),
+        [name, ns, "svc"] => meshlens_model::mesh::resolve_host(name, ns),
+        _ => host.to_owned(),
+    }
+}
+
+#[derive(Clone)]
+struct Router<S> {
+    inner: S,
+    side: Side,
+    me: SelfInfo,
+}
+
+impl<S> Router<S> {
+    fn find(&self, snapshot: &Snapshot, request: &Request<Bytes>) -> Result<(Matched, Option<u16>), ProxyError> {
+        let conn = request.extensions().get::<ConnInfo>();
+        let (host, port) = authority(request);
+        let no_labels = BTreeMap::new();
+        let (table, host, port, gateways, labels) = match (&snapshot.view, self.side) {
+            (View::Gateway(ports), _) => {
+                let listener = conn.map(|c| c.port).ok_or(ProxyError::NoRoute)?;
+                let gw = ports.get(&listener).ok_or(ProxyError::NoRoute)?;
+                (&gw.table, host, Some(listener), gw.gateways.as_slice(), &no_labels)
+            }
+            (View::Sidecar(view), Side::Inbound) => {
+                let listener = conn.map(|c| c.port).ok_or(ProxyError::NoRoute)?;
+                let (table, _, _) = view.inbound.get(&listener).ok_or(ProxyError::NoRoute)?;
+                (table, host, Some(listener), &[][..], &view.me.labels)
+            }
+            (View::Sidecar(view), _) => {
+                let fqdn = outbound_host(snapshot, &host, &view.me.namespace);
+                // A plain-HTTP proxy request without a port means port 80.
+                (&view.outbound, fqdn, Some(port.unwrap_or(80)), &[][..], &view.me.labels)
+            }
+        };
+        let view = RequestView {
+            method: request.method(),
+            host: &host,
+            port,
+            path: request.uri().path(),
+            query: request.uri().query(),
+            scheme: request.uri().scheme_str().unwrap_or(if conn.is_some_and(|c| c.tls) { "https" } else { "http" }),
+            headers: request.headers(),
+            gateways,
+            source_labels: labels,
+            source_namespace: self.me.namespace.as_deref(),
+        };
+        table.find(&view).map(|m| (m, port)).ok_or(ProxyError::NoRoute)
+    }
+}
+
+fn redirect_response(request: &Request<Bytes>, redirect: &crate::route::Redirect) -> Response<ProxyBody> {
+    let (host, port) = authority(request);
+    let scheme = redirect.scheme.clone().unwrap_or_else(|| request.uri().scheme_str().unwrap_or("http").to_owned());
+    let host = redirect.authority.clone().unwrap_or(host);
+    let port = redirect.port.or(if redirect.scheme.is_some() { None } else { port });
+    let path = redirect
+        .uri
+        .clone()
+        .unwrap_or_else(|| request.uri().path_and_query().map_or("/".to_owned(), |p| p.to_string()));
+    let location = match port {
+        Some(port) => format!("{scheme}://{host}:{port}{path}"),
+        None => format!("{scheme}://{host}{path}"),
+    };
+    let mut response = full(redirect.status, Bytes::new());
+    if let Ok(value) = HeaderValue::try_from(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+impl<S> Service<Request<Bytes>> for Router<S>
+where
+    S: Service<Request<Bytes>, Response = Response<ProxyBody>, Error = ProxyError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = BoxFuture<Response<ProxyBody>, ProxyError>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<Bytes>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let snapshot = snapshot_of(&request)?;
+            let info = info_of(&request);
+            let (matched, port) = this.find(&snapshot, &request)?;
+            let route = matched.route.clone();
+            info.update(|i| i.route_name.clone_from(&route.name));
+            let targets = match &route.action {
+                Action::Redirect(redirect) => return Ok(redirect_response(&request, redirect)),
+                Action::Direct { status, body } => return Ok(full(*status, body.clone())),
+                Action::Forward(targets) => targets,
+            };
+            let picked = Route::pick(targets).ok_or(ProxyError::NoRoute)?;
+            let cluster = snapshot.cluster_for(&picked.target, port)?;
+            let conn = request.extensions().get::<ConnInfo>().cloned();
+            info.update(|i| {
+                i.cluster = Some(cluster.spec.name.clone());
+                match &cluster.spec.host {
+                    Some(host) => {
+                        i.destination_service = Some(host.clone());
+                        i.destination_port = Some(cluster.spec.port);
+                        i.destination_subset.clone_from(&cluster.spec.subset);
+                    }
+                    None => {
+                        // Inbound: this workload is the destination; the client's SNI names the service.
+                        let sni = conn.as_ref().and_then(|c| c.sni.as_deref()).and_then(|s| s.parse::<IstioSni>().ok());
+                        if let View::Sidecar(view) = &snapshot.view {
+                            let service = view.inbound.get(&cluster.spec.port).and_then(|(_, _, s)| s.clone());
+                            i.destination_service = sni.as_ref().map(|s| s.host.clone()).or(service);
+                            i.destination_port = sni.as_ref().map(|s| s.port).or(Some(cluster.spec.port));
+                            i.destination_subset = sni.and_then(|s| s.subset);
+                            i.destination_workload.clone_from(&this.me.workload);
+                            i.destination_namespace.clone_from(&this.me.namespace);
+                            i.destination_principal.clone_from(&this.me.principal);
+                        }
+                    }
+                }
+            });
+            // Rewrites and header edits, as Envoy applies them before the upstream sees the request.
+            if let Some(rewrite) = &route.rewrite {
+                let path = request.uri().path().to_owned();
+                if let Some(new_path) = rewrite.path(&path, request.uri().query(), &matched.rewrite_prefix) {
+                    if let Ok(original) = HeaderValue::try_from(path) {
+                        request.headers_mut().insert("x-envoy-original-path", original);
+                    }
+                    set_path(&mut request, &new_path);
+                }
+                if let Some(authority) = rewrite.authority.as_deref().and_then(|a| HeaderValue::try_from(a).ok()) {
+                    request.headers_mut().insert(header::HOST, authority);
+                }
+            }
+            route.request_headers.apply(request.headers_mut());
+            picked.request_headers.apply(request.headers_mut());
+            request.extensions_mut().insert(Routed { route: route.clone(), cluster });
+            let mut response = this.inner.oneshot(request).await?;
+            for ops in [&picked.response_headers, &route.response_headers] {
+                ops.apply(response.headers_mut());
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// Replaces the path (and query) of a request, keeping the authority in `Host`.
+fn set_path(request: &mut Request<Bytes>, path_and_query: &str) {
+    if let Ok(uri) = http::Uri::builder().path_and_query(path_and_query).build() {
+        if let Some(authority) = request.uri().authority().and_then(|a| HeaderValue::try_from(a.as_str()).ok()) {
+            request.headers_mut().entry(header::HOST).or_insert(authority);
+        }
+        *request.uri_mut() = uri;
+    }
+}
+
+fn routed(request: &Request<Bytes>) -> Result<Routed, ProxyError> {
+    request.extensions().get::<Routed>().cloned().ok_or(ProxyError::NoRoute)
+}
+
+fn roll(percent: f64) -> bool {
+    fastrand::f64() * 100.0 < percent
+}
+
+#[derive(Clone)]
+struct Faults<S> {
+    inner: S,
+}
+
+service!(Faults<S>(Request<Bytes>) -> ProxyError, |this, request| {
+    let routed = routed(&request)?;
+    if let Some(fault) = &routed.route.fault {
+        if let Some((delay, percent)) = fault.delay
+            && roll(percent)
+        {
+            info_of(&request).update(|i| i.flags.push("DI"));
+            tokio::time::sleep(delay).await;
+        }
+        if let Some((status, percent)) = fault.abort
+            && roll(percent)
+        {
+            return Err(ProxyError::FaultAbort(status));
+        }
+    }
+    this.inner.oneshot(request).await
+});
+
+#[derive(Clone)]
+struct Mirrors<S> {
+    inner: S,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+service!(Mirrors<S>(Request<Bytes>) -> ProxyError, |this, request| {
+    let routed = routed(&request)?;
+    if !routed.route.mirrors.is_empty() {
+        let snapshot = snapshot_of(&request)?;
+        let (_, port) = authority(&request);
+        for mirror in routed.route.mirrors.iter().filter(|m| roll(m.percent)) {
+            let (Ok(cluster), Ok(slot)) = (snapshot.cluster_for(&mirror.target, port), this.slots.clone().try_acquire_owned())
+            else {
+                continue;
+            };
+            let mut copy = clone_request(&request);
+            // Envoy marks shadow traffic by suffixing the authority.
+            let (host, port) = authority(&request);
+            let shadow = match port {
+                Some(port) => format!("{host}-shadow:{port}"),
+                None => format!("{host}-shadow"),
+            };
+            if let Ok(value) = HeaderValue::try_from(shadow) {
+                copy.headers_mut().insert(header::HOST, value);
+            }
+            tokio::spawn(async move {
+                let _slot = slot;
+                let sent = async {
+                    let picked = cluster.pick(&[])?;
+                    let admission = cluster.admit(&picked).await?;
+                    let (response, _) = cluster.send(&picked, admission, copy).await?;
+                    // Drain so the pooled connection can be reused; the answer itself is ignored.
+                    let _ = response.into_body().collect().await;
+                    Ok::<(), ProxyError>(())
+                };
+                if let Err(err) = sent.await {
+                    tracing::debug!(%err, "mirror request failed");
+                }
+            });
+        }
+    }
+    this.inner.oneshot(request).await
+});
+
+fn clone_request(request: &Request<Bytes>) -> Request<Bytes> {
+    let mut copy = Request::new(request.body().clone());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    *copy.extensions_mut() = request.extensions().clone();
+    copy
+}
+
+#[derive(Clone)]
+struct Timeouts<S> {
+    inner: S,
+}
+
+service!(Timeouts<S>(Request<Bytes>) -> ProxyError, |this, request| {
+    match routed(&request)?.route.timeout {
+        Some(timeout) => tokio::time::timeout(timeout, this.inner.oneshot(request)).await.map_err(|_| ProxyError::Timeout)?,
+        None => this.inner.oneshot(request).await,
+    }
+});
+
+/// Envoy's default retry back-off: jittered exponential from 25 ms, capped at 250 ms.
+fn backoff(retry: u32) -> Duration {
+    let ceiling = (25u64 << retry.min(4)).min(250);
+    Duration::from_millis(fastrand::u64(0..=ceiling))
+}
+
+#[derive(Clone)]
+struct Retries<S> {
+    inner: S,
+}
+
+service!(Retries<S>(Request<Bytes>) -> ProxyError, |this, request| {
+    let routed = routed(&request)?;
+    let policy = &routed.route.retry;
+    let info = info_of(&request);
+    let mut previous = PreviousHosts::default();
+    let mut attempt = 0u32;
+    let mut _retry_permit = None;
+    loop {
+        attempt += 1;
+        let mut try_request = clone_request(&request);
+        try_request.extensions_mut().insert(previous.clone());
+        if attempt > 1 && let Ok(count) = HeaderValue::try_from(attempt.to_string()) {
+            try_request.headers_mut().insert("x-envoy-attempt-count", count);
+        }
+        let call = this.inner.clone().oneshot(try_request);
+        let result = match policy.per_try_timeout {
+            Some(timeout) => tokio::time::timeout(timeout, call).await.unwrap_or(Err(ProxyError::Timeout)),
+            None => call.await,
+        };
+        info.update(|i| {
+            i.attempts = attempt;
+            if let Some(host) = &i.upstream_host {
+                previous.0.push(host.clone());
+            }
+        });
+        let retriable = match &result {
+            Ok(response) => {
+                let grpc = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+                policy.on.retry_status(response.status(), grpc)
+            }
+            Err(error) => policy.on.retry_error(error),
+        };
+        if !retriable {
+            return result;
+        }
+        if attempt > policy.retries {
+            if policy.retries > 0 {
+                info.update(|i| i.flags.push("URX"));
+            }
+            return result;
+        }
+        // maxRetries bounds concurrent retries per cluster; without a slot the last result stands.
+        match routed.cluster.retry_permit() {
+            Some(permit) => _retry_permit = Some(permit),
+            None => return result,
+        }
+        if let Ok(response) = result {
+            // Drain the discarded response so its connection returns to the pool.
+            let _ = response.into_body().collect().await;
+        }
+        tokio::time::sleep(backoff(attempt - 1)).await;
+    }
+});
+
+/// Hop-by-hop headers a proxy must not forward (RFC 9110 section 7.6.1).
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+#[derive(Clone)]
+struct Forward {
+    side: Side,
+    me: SelfInfo,
+}
+
+impl Service<Request<Bytes>> for Forward {
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = BoxFuture<Response<ProxyBody>, ProxyError>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<Bytes>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let routed = routed(&request)?;
+            let info = info_of(&request);
+            let cluster = routed.cluster;
+            let previous = request.extensions().get::<PreviousHosts>().cloned().unwrap_or_default();
+            let picked = cluster.pick(&previous.0)?;
+            info.update(|i| {
+                i.upstream_host = Some(picked.spec.authority.clone());
+                if cluster.spec.host.is_some() {
+                    i.destination_workload.clone_from(&picked.spec.workload);
+                    i.destination_namespace.clone_from(&picked.spec.namespace);
+                    let mtls = picked.spec.tls && !matches!(cluster.spec.tls, crate::cluster::UpstreamTls::Disabled);
+                    // Only a verified peer certificate tells who the destination is.
+                    i.destination_principal = picked.spec.identity.as_ref().filter(|_| mtls).map(ToString::to_string);
+                    i.upstream_mtls = Some(mtls);
+                }
+            });
+            let admission = cluster.admit(&picked).await?;
+            prepare_upstream_request(&mut request, this.side, &this.me);
+            let started = Instant::now();
+            let result = cluster.send(&picked, admission, request).await;
+            let elapsed = started.elapsed();
+            let (mut response, local) = result?;
+            info.update(|i| {
+                i.upstream_time = Some(elapsed);
+                i.upstream_local = local.or_else(|| response.extensions().get::<UpstreamLocal>().map(|l| l.0.clone()));
+            });
+            if let Ok(value) = HeaderValue::try_from(elapsed.as_millis().to_string()) {
+                response.headers_mut().insert("x-envoy-upstream-service-time", value);
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// Headers the upstream should (not) see.
+fn prepare_upstream_request(request: &mut Request<Bytes>, side: Side, me: &SelfInfo) {
+    let conn = request.extensions().get::<ConnInfo>().cloned();
+    // Absolute-form (HTTP proxy) requests carry the authority in the URI; the upstream gets it as Host.
+    if let Some(authority) = request.uri().authority().and_then(|a| HeaderValue::try_from(a.as_str()).ok()) {
+        request.headers_mut().entry(header::HOST).or_insert(authority);
+    }
+    let headers = request.headers_mut();
+    // Listed `Connection` options are hop-by-hop too.
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .filter_map(|name| HeaderName::try_from(name).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(&listed) {
+        headers.remove(name);
+    }
+    if headers.get(header::TE).is_some_and(|te| te != "trailers") {
+        headers.remove(header::TE);
+    }
+    match side {
+        Side::Gateway => {
+            if let Some(conn) = &conn {
+                append_forwarded_for(headers, conn.remote);
+                let proto = if conn.tls { "https" } else { "http" };
+                headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+            }
+        }
+        Side::Outbound => {
+            if let (Some(workload), Some(namespace)) = (&me.workload, &me.namespace)
+                && let Ok(id) = HeaderValue::try_from(format!(
+                    "sidecar~{}~{workload}.{namespace}~{namespace}.svc.cluster.local",
+                    conn.as_ref().map_or("0.0.0.0".to_owned(), |c| c.local.ip().to_string())
+                ))
+            {
+                headers.insert(PEER_METADATA_ID, id);
+            }
+        }
+        Side::Inbound => {
+            headers.remove(PEER_METADATA_ID);
+            // Istio's sidecar tells the application who called (SANITIZE_SET).
+            headers.remove("x-forwarded-client-cert");
+            if let (Some(peer), Some(me)) = (conn.as_ref().and_then(|c| c.peer.as_ref()), &me.principal)
+                && let Ok(xfcc) = HeaderValue::try_from(format!("By={me};URI={peer}"))
+            {
+                headers.insert("x-forwarded-client-cert", xfcc);
+            }
+        }
+    }
+}
+
+fn append_forwarded_for(headers: &mut http::HeaderMap, remote: SocketAddr) {
+    let ip = remote.ip().to_string();
+    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {ip}"),
+        None => ip,
+    };
+    if let Ok(value) = HeaderValue::try_from(value) {
+        headers.insert("x-forwarded-for", value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_validated() {
+        let (trace, flags) = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        assert_eq!((trace.as_str(), flags.as_str()), ("4bf92f3577b34da6a3ce929d0e0e4736", "01"));
+        assert!(parse_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none());
+        assert!(parse_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01").is_none());
+        assert!(parse_traceparent("garbage").is_none());
+    }
+
+    #[test]
+    fn request_ids_are_uuid_v4() {
+        let id = uuid_v4();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+    }
+
+    #[test]
+    fn peer_ids_name_workload_and_namespace() {
+        assert_eq!(
+            parse_peer_id("sidecar~10.0.0.1~productpage-v1.default~default.svc.cluster.local"),
+            Some(("productpage-v1".into(), "default".into()))
+        );
+        assert_eq!(parse_peer_id("nonsense"), None);
+    }
+
+    #[test]
+    fn backoff_is_capped() {
+        assert!((0..100).all(|n| backoff(n) <= Duration::from_millis(250)));
+    }
+}

@@ -1,0 +1,338 @@
+//! Telemetry out of the request path: one access-log record per request, written by a background task
+//! from a bounded queue (a full queue drops the record and counts it — traffic never waits for the log),
+//! and Istio's standard Prometheus metrics.
+
+use meshlens_model::RequestRecord;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+/// Access-log encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLogFormat {
+    /// Istio's TEXT format (1.9+).
+    #[default]
+    IstioText,
+    /// The model's `RequestRecord` as JSON, one object per line.
+    Json,
+}
+
+/// Where access-log lines go.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AccessLogTarget {
+    #[default]
+    Stdout,
+    File(PathBuf),
+    Off,
+}
+
+/// One request, as the access log and metrics see it: the normalized record plus the text format's fields
+/// that the model does not carry.
+#[derive(Debug, Clone, Default)]
+pub struct LogEntry {
+    pub record: RequestRecord,
+    pub transport_failure: Option<String>,
+    pub upstream_local_address: Option<String>,
+}
+
+/// Records queued for the writer before new ones are dropped.
+const QUEUE: usize = 8192;
+
+#[derive(Debug)]
+pub struct Telemetry {
+    tx: Option<mpsc::Sender<Box<LogEntry>>>,
+    dropped: AtomicU64,
+    metrics: Metrics,
+}
+
+impl Telemetry {
+    /// Starts the writer task (on the current runtime) unless logging is off.
+    pub async fn start(target: AccessLogTarget, format: AccessLogFormat) -> std::io::Result<Telemetry> {
+        let writer: Option<Box<dyn tokio::io::AsyncWrite + Send + Unpin>> = match &target {
+            AccessLogTarget::Off => None,
+            AccessLogTarget::Stdout => Some(Box::new(tokio::io::stdout())),
+            AccessLogTarget::File(path) => {
+                let file = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await?;
+                Some(Box::new(file))
+            }
+        };
+        let tx = writer.map(|mut writer| {
+            let (tx, mut rx) = mpsc::channel::<Box<LogEntry>>(QUEUE);
+            tokio::spawn(async move {
+                let mut buf = String::new();
+                while let Some(entry) = rx.recv().await {
+                    buf.clear();
+                    format_entry(&mut buf, &entry, format);
+                    // Drain whatever else is queued before one write and flush.
+                    while let Ok(entry) = rx.try_recv() {
+                        format_entry(&mut buf, &entry, format);
+                    }
+                    if let Err(err) = async {
+                        writer.write_all(buf.as_bytes()).await?;
+                        writer.flush().await
+                    }
+                    .await
+                    {
+                        tracing::warn!(%err, "access log write failed");
+                    }
+                }
+            });
+            tx
+        });
+        Ok(Telemetry { tx, dropped: AtomicU64::new(0), metrics: Metrics::default() })
+    }
+
+    /// Records a finished request: metrics now, the log line via the queue.
+    pub fn emit(&self, entry: LogEntry) {
+        self.metrics.observe(&entry.record);
+        if let Some(tx) = &self.tx
+            && tx.try_send(Box::new(entry)).is_err()
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Prometheus text exposition of the Istio metrics and the proxy's own counters.
+    pub fn render_prometheus(&self) -> String {
+        let mut out = self.metrics.render();
+        let _ = writeln!(
+            out,
+            "# HELP meshlens_proxy_access_log_dropped_total Access-log records dropped because the queue was full."
+        );
+        let _ = writeln!(out, "# TYPE meshlens_proxy_access_log_dropped_total counter");
+        let _ = writeln!(out, "meshlens_proxy_access_log_dropped_total {}", self.dropped.load(Ordering::Relaxed));
+        out
+    }
+}
+
+fn format_entry(buf: &mut String, entry: &LogEntry, format: AccessLogFormat) {
+    match format {
+        AccessLogFormat::IstioText => istio_text(buf, entry),
+        AccessLogFormat::Json => {
+            if let Ok(json) = serde_json::to_string(&entry.record) {
+                buf.push_str(&json);
+            }
+        }
+    }
+    buf.push('\n');
+}
+
+/// Istio 1.9+'s TEXT line:
+/// `[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE%
+/// %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS%
+/// "%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION%
+/// %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" "%REQ(X-REQUEST-ID)%"
+/// "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS%
+/// %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%`
+pub fn istio_text(buf: &mut String, entry: &LogEntry) {
+    let r = &entry.record;
+    let s = |v: &Option<String>| v.as_deref().filter(|v| !v.is_empty()).unwrap_or("-").to_owned();
+    let n = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+    let flags = if r.response_flags.is_empty() { "-".to_owned() } else { r.response_flags.join(",") };
+    let _ = write!(
+        buf,
+        "[{}] \"{} {} {}\" {} {} {} - \"{}\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} {} {} {} {} {}",
+        r.timestamp.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+        s(&r.method),
+        s(&r.path),
+        s(&r.protocol),
+        r.status.unwrap_or(0),
+        flags,
+        s(&r.response_code_details),
+        s(&entry.transport_failure),
+        r.bytes_received.unwrap_or(0),
+        r.bytes_sent.unwrap_or(0),
+        n(r.duration_ms),
+        n(r.upstream_service_time_ms),
+        s(&r.x_forwarded_for),
+        s(&r.user_agent),
+        s(&r.request_id),
+        s(&r.authority),
+        s(&r.upstream_host),
+        s(&r.upstream_cluster),
+        s(&entry.upstream_local_address),
+        s(&r.downstream_local_address),
+        s(&r.downstream_remote_address),
+        s(&r.requested_server_name),
+        s(&r.route_name),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Metrics
+
+/// Istio's default histogram buckets for `istio_request_duration_milliseconds`.
+const BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 300000.0,
+    600000.0, 1800000.0, 3600000.0,
+];
+
+/// Istio's standard labels, in exposition order.
+const LABELS: [&str; 14] = [
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_principal",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "request_protocol",
+    "response_code",
+    "response_flags",
+    "connection_security_policy",
+];
+
+#[derive(Debug, Default)]
+struct Series {
+    count: u64,
+    sum: f64,
+    buckets: [u64; BUCKETS.len()],
+}
+
+#[derive(Debug, Default)]
+struct Metrics {
+    series: Mutex<HashMap<Vec<String>, Series>>,
+}
+
+impl Metrics {
+    fn observe(&self, r: &RequestRecord) {
+        let unknown = |v: &Option<String>| v.clone().filter(|v| !v.is_empty()).unwrap_or_else(|| "unknown".into());
+        let principal = |v: &Option<String>| {
+            v.as_deref().map_or("unknown".into(), |p| {
+                if p.starts_with("spiffe://") { p.to_owned() } else { format!("spiffe://{p}") }
+            })
+        };
+        let (service_name, service_namespace) = r
+            .destination_service
+            .as_deref()
+            .and_then(meshlens_model::names::service_fqdn_parts)
+            .map_or(("unknown".to_owned(), "unknown".to_owned()), |(n, ns)| (n.to_owned(), ns.to_owned()));
+        // Istio reports the security policy only where it is known: on the server side.
+        let security = match (r.reporter, r.mtls) {
+            (meshlens_model::Reporter::Destination, meshlens_model::Mtls::Mutual) => "mutual_tls",
+            (meshlens_model::Reporter::Destination, _) => "none",
+            _ => "unknown",
+        };
+        let labels = vec![
+            r.reporter.as_str().to_owned(),
+            unknown(&r.source_workload),
+            unknown(&r.source_namespace),
+            principal(&r.source_principal),
+            unknown(&r.destination_workload),
+            unknown(&r.destination_namespace),
+            principal(&r.destination_principal),
+            unknown(&r.destination_service),
+            service_name,
+            service_namespace,
+            "http".to_owned(),
+            r.status.unwrap_or(0).to_string(),
+            if r.response_flags.is_empty() { "-".to_owned() } else { r.response_flags.join(",") },
+            security.to_owned(),
+        ];
+        let ms = r.duration_ms.unwrap_or(0) as f64;
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = series.entry(labels).or_default();
+        entry.count += 1;
+        entry.sum += ms;
+        for (bucket, bound) in entry.buckets.iter_mut().zip(BUCKETS) {
+            if ms <= bound {
+                *bucket += 1;
+            }
+        }
+    }
+
+    fn render(&self) -> String {
+        let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rows: Vec<(String, &Series)> = series.iter().map(|(labels, s)| (label_set(labels), s)).collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP istio_requests_total Requests processed by the proxy.");
+        let _ = writeln!(out, "# TYPE istio_requests_total counter");
+        for (labels, s) in &rows {
+            let _ = writeln!(out, "istio_requests_total{{{labels}}} {}", s.count);
+        }
+        let _ = writeln!(out, "# HELP istio_request_duration_milliseconds Request duration in milliseconds.");
+        let _ = writeln!(out, "# TYPE istio_request_duration_milliseconds histogram");
+        for (labels, s) in &rows {
+            for (bound, count) in BUCKETS.iter().zip(s.buckets) {
+                let _ = writeln!(out, "istio_request_duration_milliseconds_bucket{{{labels},le=\"{bound}\"}} {count}");
+            }
+            let _ = writeln!(out, "istio_request_duration_milliseconds_bucket{{{labels},le=\"+Inf\"}} {}", s.count);
+            let _ = writeln!(out, "istio_request_duration_milliseconds_sum{{{labels}}} {}", s.sum);
+            let _ = writeln!(out, "istio_request_duration_milliseconds_count{{{labels}}} {}", s.count);
+        }
+        out
+    }
+}
+
+fn label_set(values: &[String]) -> String {
+    LABELS
+        .iter()
+        .zip(values)
+        .map(|(name, value)| {
+            let escaped = value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+            format!("{name}=\"{escaped}\"")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshlens_model::{Reporter, RequestRecord};
+
+    #[test]
+    fn text_line_has_every_istio_field() {
+        let record = RequestRecord {
+            timestamp: "2026-11-25T21:26:18.409Z".parse().unwrap(),
+            method: Some("GET".into()),
+            path: Some("/productpage".into()),
+            protocol: Some("HTTP/1.1".into()),
+            status: Some(404),
+            response_flags: vec!["NR".into()],
+            response_code_details: Some("route_not_found".into()),
+            bytes_received: Some(0),
+            bytes_sent: Some(0),
+            duration_ms: Some(1),
+            request_id: Some("abc".into()),
+            authority: Some("bookinfo".into()),
+            downstream_local_address: Some("127.0.0.1:8080".into()),
+            downstream_remote_address: Some("127.0.0.1:5555".into()),
+            ..Default::default()
+        };
+        let mut line = String::new();
+        istio_text(&mut line, &LogEntry { record, ..Default::default() });
+        assert_eq!(
+            line,
+            "[2026-11-25T21:26:18.409Z] \"GET /productpage HTTP/1.1\" 404 NR route_not_found - \"-\" 0 0 1 - \"-\" \"-\" \
+             \"abc\" \"bookinfo\" \"-\" - - 127.0.0.1:8080 127.0.0.1:5555 - -"
+        );
+    }
+
+    #[test]
+    fn metrics_use_istio_names() {
+        let metrics = Metrics::default();
+        metrics.observe(&RequestRecord {
+            reporter: Reporter::Destination,
+            status: Some(200),
+            duration_ms: Some(7),
+            destination_service: Some("reviews.default.svc.cluster.local".into()),
+            mtls: meshlens_model::Mtls::Mutual,
+            ..Default::default()
+        });
+        let text = metrics.render();
+        assert!(text.contains("istio_requests_total{reporter=\"destination\""), "{text}");
+        assert!(text.contains("destination_service_name=\"reviews\""), "{text}");
+        assert!(text.contains("connection_security_policy=\"mutual_tls\"} 1"), "{text}");
+        assert!(text.contains("le=\"10\"} 1"), "{text}");
+        assert!(text.contains("le=\"5\"} 0"), "{text}");
+    }
+}
