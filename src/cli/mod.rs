@@ -4,6 +4,7 @@
 mod analyze_config;
 mod ca;
 mod config;
+mod parse_log;
 mod proxy;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,8 @@ pub enum Command {
     /// Load and validate mesh configuration (Kubernetes and Istio YAML/JSON).
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Parse Istio/Envoy access-log lines into normalized request records, one JSON object per line.
+    ParseLog(parse_log::ParseLogArgs),
     /// Analyze mesh configuration: istioctl's checks (IST codes) and meshlens' resilience and security
     /// checks (ML codes).
     AnalyzeConfig(analyze_config::AnalyzeConfigArgs),
@@ -44,6 +47,7 @@ impl Command {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             Command::Config(cmd) => cmd.run(),
+            Command::ParseLog(args) => args.run(),
             Command::AnalyzeConfig(args) => analyze_config::run(args),
             Command::Proxy(cmd) => cmd.run(),
             Command::Ca(cmd) => cmd.run(),
