@@ -539,8 +539,11 @@ impl Cluster {
             *request.version_mut() = http::Version::HTTP_11;
         }
         let request = request.map(Full::new);
+        // A try abandoned by a timeout is dropped here mid-flight; it still counts as a failure.
+        let mut outcome = Outcome { cluster: self, index: picked.index, recorded: false };
         match self.client.request(request).await {
             Ok(mut response) => {
+                outcome.recorded = true;
                 self.record(picked.index, Some(response.status().as_u16()));
                 let local = response.extensions().get::<UpstreamLocal>().map(|l| l.0.clone());
                 // The downstream connection decides its own protocol version.
@@ -551,7 +554,6 @@ impl Cluster {
                 Ok((response, local))
             }
             Err(err) => {
-                self.record(picked.index, None);
                 let reason = error_chain(&err);
                 Err(if err.is_connect() {
                     ProxyError::ConnectFailure(reason)
@@ -572,6 +574,21 @@ impl Cluster {
             .filter(|&i| self.lock(i).ejected_until.is_some())
             .map(|i| self.endpoints[i].spec.authority.clone())
             .collect()
+    }
+}
+
+/// Records a local-origin failure for outlier detection unless a response was recorded.
+struct Outcome<'a> {
+    cluster: &'a Cluster,
+    index: usize,
+    recorded: bool,
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.cluster.record(self.index, None);
+        }
     }
 }
 
@@ -743,6 +760,95 @@ impl hyper::rt::Write for UpstreamIo {
         match self.get_mut() {
             UpstreamIo::Plain(io, _) => Pin::new(io).poll_shutdown(cx),
             UpstreamIo::Tls(io, _) => Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshlens_model::mesh::LoadReport;
+
+    fn mesh(yaml: &str) -> MeshConfig {
+        let mut report = LoadReport::default();
+        report.parse_str("t.yaml", yaml);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        MeshConfig::new(report.resources)
+    }
+
+    const MESH: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {selector: {app: web}, ports: [{name: http, port: 80}, {name: grpc, port: 90}]}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: web-1, namespace: shop}
+spec: {address: 10.0.0.1, labels: {app: web, version: v1, security.istio.io/tlsMode: istio}, serviceAccount: web}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: web-2, namespace: shop}
+spec: {address: 10.0.0.2, labels: {app: web, version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: shop}
+spec:
+  host: web
+  trafficPolicy:
+    loadBalancer: {simple: RANDOM}
+    connectionPool: {tcp: {maxConnections: 10}}
+    portLevelSettings:
+    - port: {number: 90}
+      loadBalancer: {simple: ROUND_ROBIN}
+      tls: {mode: DISABLE}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy: {connectionPool: {http: {http1MaxPendingRequests: 3}}, outlierDetection: {consecutiveGatewayErrors: 2}}
+"#;
+
+    fn ctx() -> ClusterContext {
+        ClusterContext { client_namespace: "shop".into(), trust_domain: "cluster.local".into(), has_identity: true }
+    }
+
+    #[test]
+    fn port_level_and_subset_policies_override_the_rule() {
+        let mesh = mesh(MESH);
+        let host = "web.shop.svc.cluster.local";
+        let http = outbound_spec(&mesh, &ctx(), host, 80, None).unwrap();
+        assert_eq!((http.lb, http.max_connections), (LbPolicy::Random, 10));
+        // Auto mTLS: only the endpoint with a sidecar gets TLS.
+        let tls: Vec<bool> = http.endpoints.iter().map(|e| e.tls).collect();
+        assert_eq!(tls, [true, false]);
+        let UpstreamTls::IstioMutual { sni, identities } = &http.tls else { panic!("{:?}", http.tls) };
+        assert_eq!(sni, "outbound_.80_._.web.shop.svc.cluster.local");
+        assert_eq!(identities.len(), 2);
+        let grpc = outbound_spec(&mesh, &ctx(), host, 90, None).unwrap();
+        assert_eq!((grpc.lb, grpc.http2, &grpc.tls), (LbPolicy::RoundRobin, true, &UpstreamTls::Disabled));
+        assert!(grpc.endpoints.iter().all(|e| !e.tls));
+        let v1 = outbound_spec(&mesh, &ctx(), host, 80, Some("v1")).unwrap();
+        assert_eq!(v1.name, "outbound|80|v1|web.shop.svc.cluster.local");
+        // As in Istio, a subset's connectionPool replaces the rule's whole connectionPool.
+        assert_eq!((v1.endpoints.len(), v1.max_pending, v1.max_connections), (1, 3, UNLIMITED));
+        assert_eq!(v1.outlier.as_ref().map(|o| (o.consecutive_5xx, o.consecutive_gateway)), Some((5, 2)));
+        assert!(outbound_spec(&mesh, &ctx(), host, 80, Some("v9")).is_none());
+        assert!(outbound_spec(&mesh, &ctx(), "nope.shop.svc.cluster.local", 80, None).is_none());
+    }
+
+    #[test]
+    fn load_balancers_spread_over_healthy_endpoints() {
+        let mut spec = outbound_spec(&mesh(MESH), &ctx(), "web.shop.svc.cluster.local", 80, None).unwrap();
+        for lb in [LbPolicy::RoundRobin, LbPolicy::Random, LbPolicy::LeastRequest] {
+            spec.lb = lb;
+            let cluster = Cluster::new(spec.clone(), None).unwrap();
+            let first = (0..1000).filter(|_| cluster.pick(&[]).unwrap().index == 0).count();
+            // Round robin alternates; the random pickers' 50% has sd 16 over 1000 picks: +-100 is 6 sd.
+            assert!((400..=600).contains(&first), "{lb:?}: {first}");
+            let avoided = cluster.pick(&["10.0.0.1:80".to_owned()]).unwrap();
+            assert_eq!(avoided.index, 1, "{lb:?} avoids previously tried hosts");
         }
     }
 }

@@ -275,3 +275,43 @@ pub fn mesh_client(chain_pem: &str, key_pem: &str) -> rustls::ClientConfig {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config
 }
+
+/// Writes `DIR/<name>/{tls.crt,tls.key[,ca.crt]}` for `host`, signed by a fresh CA; returns the CA PEM.
+pub fn credential(dir: &std::path::Path, name: &str, host: &str, client_ca: Option<&str>) -> String {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} CA"));
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![host.to_owned()]).unwrap().signed_by(&key, &issuer).unwrap();
+    let base = dir.join(name);
+    std::fs::create_dir_all(&base).unwrap();
+    std::fs::write(base.join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(base.join("tls.key"), key.serialize_pem()).unwrap();
+    if let Some(ca) = client_ca {
+        std::fs::write(base.join("ca.crt"), ca).unwrap();
+    }
+    ca_cert.pem()
+}
+
+pub fn client_config(ca_pem: &str, client: Option<(&str, &str)>) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in meshlens_proxy::tls::pem_certs(ca_pem.as_bytes()).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(meshlens_proxy::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    match client {
+        Some((cert, key)) => {
+            use rustls::pki_types::pem::PemObject;
+            let chain = meshlens_proxy::tls::pem_certs(cert.as_bytes()).unwrap();
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    }
+}
