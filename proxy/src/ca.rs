@@ -30,6 +30,8 @@ pub enum CaError {
     Exists(PathBuf),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("validity {0:?} is longer than the root's ten years")]
+    Validity(Duration),
     #[error("{context}: {source}")]
     Cert { context: String, source: rcgen::Error },
 }
@@ -53,8 +55,8 @@ pub struct Issued {
 fn validity(params: &mut CertificateParams, lifetime: Duration) {
     let now = time::OffsetDateTime::now_utc();
     // Back-date a little so that peers with slightly slow clocks accept a fresh certificate.
-    params.not_before = now - time::Duration::minutes(5);
-    params.not_after = now + lifetime;
+    params.not_before = now.saturating_sub(time::Duration::minutes(5));
+    params.not_after = now.saturating_add(time::Duration::try_from(lifetime).unwrap_or(time::Duration::MAX));
 }
 
 /// Creates a mesh root CA in `dir` (`ca.crt`, `ca.key` readable by the owner only).
@@ -81,6 +83,9 @@ pub fn init(dir: &Path, force: bool) -> Result<PathBuf, CaError> {
 
 /// Issues a workload certificate for `spiffe` from the CA in `dir`.
 pub fn issue(dir: &Path, spiffe: &SpiffeId, lifetime: Duration) -> Result<Issued, CaError> {
+    if lifetime > ROOT_VALIDITY {
+        return Err(CaError::Validity(lifetime));
+    }
     let cert_path = dir.join(CA_CERT);
     let key_path = dir.join(CA_KEY);
     let root_pem = std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?;

@@ -34,8 +34,16 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Istio leaves connection-pool limits effectively unlimited (2^32-1) unless a DestinationRule sets them.
 const UNLIMITED: usize = u32::MAX as usize;
+/// Envoy's default cap on one ejection (`max_ejection_time`).
+const MAX_EJECTION: Duration = Duration::from_secs(300);
 /// Istio's default TCP connect timeout.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `now + after`, saturating far in the future for absurd durations from config.
+fn later(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LbPolicy {
@@ -400,14 +408,10 @@ impl Cluster {
             retries: Arc::new(Semaphore::new(spec.max_retries.min(Semaphore::MAX_PERMITS))),
             endpoints,
             rr: AtomicUsize::new(0),
-            next_sweep: Mutex::new(Instant::now() + interval),
+            next_sweep: Mutex::new(later(interval)),
             spec,
             client,
         }))
-    }
-
-    pub fn name(&self) -> &str {
-        &self.spec.name
     }
 
     /// Chooses an endpoint: not ejected, preferably not one of `previous` (Envoy's previous-hosts retry
@@ -448,7 +452,7 @@ impl Cluster {
             if now < *next {
                 return;
             }
-            *next = now + settings.interval;
+            *next = later(settings.interval);
         }
         for i in 0..self.endpoints.len() {
             let mut state = self.lock(i);
@@ -483,8 +487,13 @@ impl Cluster {
         // Envoy ejects while the ejected share is below maxEjectionPercent (so at least one can go).
         let below_max = ejected_now * 100 < settings.max_ejection_percent as usize * self.endpoints.len();
         if tripped && state.ejected_until.is_none() && below_max {
-            state.times_ejected += 1;
-            state.ejected_until = Some(Instant::now() + settings.base_ejection * state.times_ejected);
+            state.times_ejected = state.times_ejected.saturating_add(1);
+            // Envoy: base × ejections, capped at max(maxEjectionTime, base) with its 300 s default.
+            let ejection = settings
+                .base_ejection
+                .saturating_mul(state.times_ejected)
+                .min(MAX_EJECTION.max(settings.base_ejection));
+            state.ejected_until = Some(later(ejection));
             state.consecutive_5xx = 0;
             state.consecutive_gateway = 0;
             tracing::info!(cluster = %self.spec.name, endpoint = %self.endpoints[index].spec.authority, "outlier detection: endpoint ejected");

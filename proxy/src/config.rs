@@ -419,7 +419,8 @@ pub fn spawn_reloader(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut seen = fingerprint(&paths);
-        let mut ticker = tokio::time::interval(interval);
+        // tokio's interval rejects a zero period.
+        let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(10)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;

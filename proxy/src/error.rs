@@ -116,11 +116,6 @@ impl ProxyError {
             }
         }
     }
-
-    /// Whether the error happened before the upstream saw the request (a retry is then always safe).
-    pub fn is_connect_failure(&self) -> bool {
-        matches!(self, ProxyError::ConnectFailure(_))
-    }
 }
 
 #[cfg(test)]

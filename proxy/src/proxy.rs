@@ -123,13 +123,6 @@ impl Running {
         self.snapshot.current()
     }
 
-    /// Waits until the listeners stop (they run until [`Running::shutdown`]).
-    pub async fn wait(&mut self) {
-        for task in &mut self.tasks {
-            let _ = task.await;
-        }
-    }
-
     /// Stops accepting, lets in-flight requests finish, stops background tasks.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);

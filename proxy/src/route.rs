@@ -96,17 +96,6 @@ impl RouteTable {
         })
     }
 
-    /// Every destination the table can send to (routes and mirrors), for building clusters.
-    pub fn targets(&self) -> impl Iterator<Item = &Target> {
-        self.hosts.iter().flat_map(|vh| &vh.routes).flat_map(|r| {
-            let forwards: &[WeightedTarget] = match &r.action {
-                Action::Forward(targets) => targets,
-                _ => &[],
-            };
-            forwards.iter().map(|w| &w.target).chain(r.mirrors.iter().map(|m| &m.target))
-        })
-    }
-
     /// Appends another table's virtual hosts (Ingress rules served next to Gateway routes on one port).
     pub fn merge(&mut self, other: RouteTable) {
         for vh in other.hosts {
@@ -352,8 +341,7 @@ impl Target {
     fn with_port_ref(host: String, port: PortRef) -> Target {
         match port {
             PortRef::Number(n) => Target { host, port: Some(n), subset: None },
-            // Named ports are resolved when clusters are built; the name is kept in the subset-free form
-            // `host` + `None` and looked up by [`resolve_port`].
+            // A named port travels as `host#name` until `resolve_port` looks it up on the Service.
             PortRef::Named(name) => Target { host: format!("{host}#{name}"), port: None, subset: None },
             PortRef::Unset => Target { host, port: None, subset: None },
         }

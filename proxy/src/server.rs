@@ -92,7 +92,7 @@ pub struct ListenerContext {
 
 /// Accepts connections until shutdown.
 pub async fn serve(listener: TcpListener, ctx: ListenerContext) {
-    let slots = Arc::new(Semaphore::new(ctx.limits.max_connections));
+    let slots = Arc::new(Semaphore::new(ctx.limits.max_connections.min(Semaphore::MAX_PERMITS)));
     let mut shutdown = ctx.shutdown.clone();
     loop {
         let accepted = tokio::select! {
@@ -181,17 +181,18 @@ where
         service.clone().oneshot(request)
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .max_buf_size(ctx.limits.max_header_bytes.max(8192))
-        .header_read_timeout(ctx.limits.idle_timeout);
+    // hyper refuses buffers under 8 KiB; a zero idle timeout means "hyper's defaults".
+    let idle = Some(ctx.limits.idle_timeout).filter(|d| !d.is_zero());
+    builder.http1().timer(TokioTimer::new()).max_buf_size(ctx.limits.max_header_bytes.max(8192));
+    if let Some(idle) = idle {
+        builder.http1().header_read_timeout(idle);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(ctx.limits.max_concurrent_streams)
         .max_header_list_size(u32::try_from(ctx.limits.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(ctx.limits.idle_timeout / 2));
+        .keep_alive_interval(idle.map(|d| d / 2));
     let connection = builder.serve_connection(io, hyper_service);
     tokio::pin!(connection);
     let mut shutdown = ctx.shutdown.clone();

@@ -220,8 +220,14 @@ impl Metrics {
             (meshlens_model::Reporter::Destination, _) => "none",
             _ => "unknown",
         };
+        // Istio's gateways report their client-side view as `source`; Prometheus queries (and Kiali) rely
+        // on it, so the label follows Istio even though the access log says `gateway`.
+        let reporter = match r.reporter {
+            meshlens_model::Reporter::Gateway => "source",
+            other => other.as_str(),
+        };
         let labels = vec![
-            r.reporter.as_str().to_owned(),
+            reporter.to_owned(),
             unknown(&r.source_workload),
             unknown(&r.source_namespace),
             principal(&r.source_principal),

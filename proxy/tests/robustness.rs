@@ -160,8 +160,16 @@ async fn connections_over_the_limit_are_closed() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(try_get(addr, "web.example.com", "/").await.is_err());
     drop(held);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    still_serving(addr).await;
+    // The slot frees once the proxy notices the close.
+    let mut answer = Err(String::new());
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        answer = try_get(addr, "web.example.com", "/").await;
+        if answer.is_ok() {
+            break;
+        }
+    }
+    assert_eq!(answer.unwrap().status, 200);
     s.proxy.shutdown().await;
 }
 
@@ -178,7 +186,7 @@ async fn admin_serves_ready_and_istio_metrics() {
     let metrics = get(admin, "admin", "/stats/prometheus").await.body;
     let total = metrics.lines().find(|l| l.starts_with("istio_requests_total{")).unwrap();
     for label in [
-        "reporter=\"gateway\"",
+        "reporter=\"source\"",
         "source_workload=\"istio-ingressgateway\"",
         "destination_service=\"web.shop.svc.cluster.local\"",
         "response_code=\"200\"",
@@ -227,5 +235,21 @@ async fn reload_keeps_in_flight_requests_and_rejects_a_broken_config() {
     .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(get(addr, "web.example.com", "/new").await.status, 200, "the broken config was rejected");
+    s.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
+    let backend = Backend::start("ok").await;
+    let s = setup(&backend, Limits { idle_timeout: Duration::from_millis(300), ..Limits::default() }).await;
+    let mut stream = TcpStream::connect(s.proxy.addr("port-80").unwrap()).await.unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: web.example.com\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "idle connection still open: {closed:?}");
+    assert!(started.elapsed() >= Duration::from_millis(250), "closed too early: {:?}", started.elapsed());
     s.proxy.shutdown().await;
 }

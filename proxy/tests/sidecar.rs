@@ -271,3 +271,69 @@ spec:
     reviews.shutdown().await;
     productpage.shutdown().await;
 }
+
+#[tokio::test]
+async fn rotated_certificate_files_take_effect_without_a_restart() {
+    let mesh = Mesh::new();
+    mesh.config(&peer_authentication("STRICT"));
+    let app = Backend::start("reviews").await;
+    let certs = mesh.dir.path().join("reviews-certs");
+    let identity = write_issued(&certs, &mesh.issue("spiffe://cluster.local/ns/default/sa/impostor"));
+    let reviews = mesh.sidecar("reviews-1", app.addr, identity, "reviews.log").await;
+    let productpage = mesh.sidecar("productpage-1", "127.0.0.1:9".parse().unwrap(), mesh.ca(), "productpage.log").await;
+    let outbound = productpage.addr("outbound").unwrap();
+
+    // Origin-form request with a Host header naming `service.namespace`.
+    assert_eq!(request(outbound, "GET", "reviews.default:9080", "/", &[]).await.status, 503);
+    ca::write_issued(&certs, &mesh.issue(REVIEWS_ID)).unwrap();
+    let mut status = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = request(outbound, "GET", "reviews.default:9080", "/", &[]).await.status;
+        if status == 200 {
+            break;
+        }
+    }
+    assert_eq!(status, 200, "the sidecar now presents the rotated certificate");
+    reviews.shutdown().await;
+    productpage.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_ingress_gateway_with_an_identity_originates_mtls_to_sidecars() {
+    let mesh = Mesh::new();
+    let gateway = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec: {servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec: {hosts: ["*"], gateways: [gw], http: [{route: [{destination: {host: reviews}}]}]}
+"#;
+    let config = mesh.config(&format!("{}{gateway}", peer_authentication("STRICT")));
+    let app = Backend::start("reviews").await;
+    let reviews = mesh.sidecar("reviews-1", app.addr, mesh.ca(), "reviews.log").await;
+    let mut common = common(vec![config], &mesh.log("gateway.log"), AccessLogFormat::Json);
+    common.identity = mesh.ca();
+    let options = meshlens_proxy::IngressOptions {
+        common,
+        listen: std::collections::BTreeMap::from([(80, "127.0.0.1:0".parse().unwrap())]),
+        credential_dir: None,
+    };
+    let ingress = meshlens_proxy::start_ingress(options).await.unwrap();
+    let answer = get(ingress.addr("port-80").unwrap(), "bookinfo.example.com", "/reviews/1").await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, "reviews"));
+    let gateway_record = &json_records(&log_lines(&mesh.log("gateway.log"), 1).await)[0];
+    assert_eq!((gateway_record.reporter, gateway_record.mtls), (Reporter::Gateway, Mtls::Mutual));
+    let inbound = &json_records(&log_lines(&mesh.log("reviews.log"), 1).await)[0];
+    assert_eq!(
+        inbound.source_principal.as_deref(),
+        Some("spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account")
+    );
+    ingress.shutdown().await;
+    reviews.shutdown().await;
+}

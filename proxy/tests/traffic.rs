@@ -257,7 +257,7 @@ async fn a_50_percent_fault_abort_lands_within_5_percent() {
 
 #[tokio::test]
 async fn connection_pool_overflow_answers_503_uo() {
-    let slow = Backend::with(Arc::new(|_| (200, "ok".into())), Duration::from_millis(400)).await;
+    let slow = Backend::with(Arc::new(|_| (200, "ok".into())), Duration::from_secs(1)).await;
     let routing = r#"
 ---
 apiVersion: networking.istio.io/v1
@@ -276,9 +276,9 @@ spec: {hosts: ['*'], gateways: [gw], http: [{route: [{destination: {host: web}}]
     let gw = Gateway::start(&[&slow], routing).await;
     let addr = gw.addr();
     let first = tokio::spawn(async move { get(addr, "web.example.com", "/").await.status });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let second = tokio::spawn(async move { get(addr, "web.example.com", "/").await.status });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     // One in flight, one pending: the rest overflow at once.
     for _ in 0..3 {
         let answer = get(addr, "web.example.com", "/").await;
