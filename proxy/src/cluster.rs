@@ -202,7 +202,7 @@ pub fn outbound_spec(
     let mut identities: Vec<SpiffeId> = endpoint_specs.iter().filter_map(|e| e.identity.clone()).collect();
     identities.sort();
     identities.dedup();
-    let tls = upstream_tls(policy.tls.as_ref(), sni, identities);
+    let tls = upstream_tls(policy.tls.as_ref(), host, sni, identities);
     let pool = policy.connection_pool.unwrap_or_default();
     let tcp = pool.tcp.unwrap_or_default();
     let http = pool.http.unwrap_or_default();
@@ -272,12 +272,19 @@ fn lb_policy(settings: Option<&LoadBalancerSettings>) -> LbPolicy {
     }
 }
 
-fn upstream_tls(settings: Option<&ClientTlsSettings>, sni: String, identities: Vec<SpiffeId>) -> UpstreamTls {
+fn upstream_tls(
+    settings: Option<&ClientTlsSettings>,
+    host: &str,
+    sni: String,
+    identities: Vec<SpiffeId>,
+) -> UpstreamTls {
     match settings.and_then(|t| t.mode.map(|m| (m, t))) {
         Some((ClientTlsMode::Disable, _)) => UpstreamTls::Disabled,
         Some((ClientTlsMode::Simple | ClientTlsMode::Mutual, t)) => match &t.ca_certificates {
+            // Non-mesh TLS verifies the server's certificate against the name it is asked for: `sni`, or
+            // the destination host (Istio's auto SNI).
             Some(ca) => UpstreamTls::Simple {
-                sni: t.sni.clone().unwrap_or(sni),
+                sni: t.sni.clone().unwrap_or_else(|| host.to_owned()),
                 ca_certificates: PathBuf::from(ca),
                 client: t.client_certificate.as_ref().zip(t.private_key.as_ref()).map(|(c, k)| (c.into(), k.into())),
             },

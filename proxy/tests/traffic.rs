@@ -303,3 +303,76 @@ async fn retries_go_to_a_different_endpoint() {
     assert_eq!(records.iter().filter(|r| r.attempts == Some(2)).count(), bad.hits());
     gw.proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn destination_rule_simple_tls_verifies_the_upstream_against_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_pem = credential(dir.path(), "web", "web.shop.svc.cluster.local", None);
+    let ca_file = write(dir.path(), "ca.pem", &ca_pem);
+    let cert = std::fs::read_to_string(dir.path().join("web/tls.crt")).unwrap();
+    let key = std::fs::read_to_string(dir.path().join("web/tls.key")).unwrap();
+    let backend = Backend::tls("over-tls", &cert, &key).await;
+    let routing = format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: web, namespace: shop}}\n\
+         spec: {{host: web, trafficPolicy: {{tls: {{mode: SIMPLE, caCertificates: {}}}}}}}\n\
+         ---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: web, namespace: shop}}\n\
+         spec: {{hosts: ['*'], gateways: [gw], http: [{{route: [{{destination: {{host: web}}}}]}}]}}\n",
+        ca_file.display()
+    );
+    let gw = Gateway::start(&[&backend], &routing).await;
+    let answer = get(gw.addr(), "web.example.com", "/").await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, "over-tls"));
+
+    gw.proxy.shutdown().await;
+
+    // The same upstream verified against a CA that did not sign it: a TLS connect failure.
+    let other_ca = write(dir.path(), "other-ca.pem", &credential(dir.path(), "other", "other.example.com", None));
+    let gw =
+        Gateway::start(&[&backend], &routing.replace(&ca_file.display().to_string(), &other_ca.display().to_string()))
+            .await;
+    let answer = get(gw.addr(), "web.example.com", "/").await;
+    assert_eq!(answer.status, 503);
+    assert!(answer.body.contains("TLS_error"), "{}", answer.body);
+    let record = &gw.records(1).await[0];
+    assert_eq!(record.response_flags, ["UF", "URX"]);
+    gw.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn grpc_and_http2_ports_use_http2_upstream() {
+    let backend = Backend::start("h2").await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: api, namespace: shop}}
+spec: {{selector: {{app: api}}, ports: [{{name: grpc-api, port: 50051}}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: api-1, namespace: shop}}
+spec: {{address: 127.0.0.1, ports: {{grpc-api: {port}}}, labels: {{app: api}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: api, namespace: shop}}
+spec: {{defaultBackend: {{service: {{name: api, port: {{name: grpc-api}}}}}}}}
+"#,
+        port = backend.addr.port()
+    );
+    let options = IngressOptions {
+        common: common(
+            vec![write(dir.path(), "mesh.yaml", &yaml)],
+            &dir.path().join("access.log"),
+            AccessLogFormat::Json,
+        ),
+        listen: BTreeMap::from([(80, "127.0.0.1:0".parse().unwrap())]),
+        credential_dir: None,
+    };
+    let proxy = start_ingress(options).await.unwrap();
+    let answer = get(proxy.addr("port-80").unwrap(), "api.example.com", "/pkg.Service/Method").await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, "h2"));
+    assert_eq!(backend.requests()[0].version, http::Version::HTTP_2);
+    proxy.shutdown().await;
+}

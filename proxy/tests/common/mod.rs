@@ -20,6 +20,7 @@ pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtur
 /// What a backend saw.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    pub version: http::Version,
     pub method: String,
     pub path: String,
     pub headers: http::HeaderMap,
@@ -34,6 +35,7 @@ pub struct Backend {
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub count: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+    _inner: Option<Box<Backend>>,
 }
 
 impl Backend {
@@ -43,6 +45,38 @@ impl Backend {
 
     pub async fn with(handler: Handler, delay: Duration) -> Backend {
         Backend::on(TcpListener::bind("127.0.0.1:0").await.unwrap(), handler, delay).await
+    }
+
+    /// A backend that terminates TLS with `cert`/`key` (PEM) before speaking HTTP.
+    pub async fn tls(name: &'static str, cert_pem: &str, key_pem: &str) -> Backend {
+        use rustls::pki_types::pem::PemObject;
+        let chain = meshlens_proxy::tls::pem_certs(cert_pem.as_bytes()).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(meshlens_proxy::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        // Terminate TLS on a public port and relay to a plain backend on a private one.
+        let plain = Backend::start(name).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let inner = plain.addr;
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(stream).await else { return };
+                    let Ok(mut upstream) = TcpStream::connect(inner).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+                });
+            }
+        });
+        Backend { addr, seen: plain.seen.clone(), count: plain.count.clone(), task, _inner: Some(Box::new(plain)) }
     }
 
     pub async fn on(listener: TcpListener, handler: Handler, delay: Duration) -> Backend {
@@ -61,6 +95,7 @@ impl Backend {
                             let (parts, body) = req.into_parts();
                             let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                             let request = Seen {
+                                version: parts.version,
                                 method: parts.method.to_string(),
                                 path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
                                 headers: parts.headers,
@@ -83,7 +118,7 @@ impl Backend {
                 });
             }
         });
-        Backend { addr, seen, count, task }
+        Backend { addr, seen, count, task, _inner: None }
     }
 
     pub fn requests(&self) -> Vec<Seen> {
