@@ -703,6 +703,12 @@ impl<S> Router<S> {
     }
 }
 
+/// A response the route itself makes (redirect, directResponse), logged as Envoy does.
+fn direct_response(info: &Info, response: Response<ProxyBody>) -> Response<ProxyBody> {
+    info.update(|i| i.details = Some("direct_response".into()));
+    response
+}
+
 fn redirect_response(request: &Request<Bytes>, redirect: &crate::route::Redirect) -> Response<ProxyBody> {
     let (host, port) = authority(request);
     let scheme = redirect.scheme.clone().unwrap_or_else(|| request.uri().scheme_str().unwrap_or("http").to_owned());
@@ -745,9 +751,9 @@ where
             let route = matched.route.clone();
             info.update(|i| i.route_name.clone_from(&route.name));
             let targets = match &route.action {
-                Action::Redirect(redirect) => return Ok(redirect_response(&request, redirect)),
-                Action::Direct { status, body } => return Ok(full(*status, body.clone())),
                 Action::Forward(targets) => targets,
+                Action::Redirect(redirect) => return Ok(direct_response(&info, redirect_response(&request, redirect))),
+                Action::Direct { status, body } => return Ok(direct_response(&info, full(*status, body.clone()))),
             };
             let picked = Route::pick(targets).ok_or(ProxyError::NoRoute)?;
             let cluster = snapshot.cluster_for(&picked.target, port)?;

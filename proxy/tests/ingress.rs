@@ -175,3 +175,61 @@ spec:
     assert_eq!(records[0].reporter, meshlens_model::Reporter::Gateway);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn redirects_direct_responses_rewrites_and_header_edits() {
+    let backend = Backend::with(std::sync::Arc::new(|seen| (200, seen.path.clone())), std::time::Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let routes = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: shop}
+spec: {servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: shop}
+spec:
+  hosts: [shop.example.com]
+  gateways: [gw]
+  http:
+  - match: [{uri: {prefix: /old}}]
+    redirect: {uri: /new, redirectCode: 308}
+  - match: [{uri: {exact: /health}}]
+    directResponse: {status: 204}
+  - match: [{uri: {prefix: /api/v1}, headers: {x-beta: {exact: "yes"}}}]
+    rewrite: {uri: /v2}
+    headers:
+      request: {set: {x-route: beta}, remove: [x-beta]}
+      response: {add: {x-served-by: beta}}
+    route: [{destination: {host: web}}]
+  - route: [{destination: {host: web}}]
+"#;
+    let files = vec![
+        write(dir.path(), "service.yaml", SERVICE),
+        write(dir.path(), "workload.yaml", &web_workload(backend.addr.port())),
+        write(dir.path(), "routes.yaml", routes),
+    ];
+    let proxy = start(files, 80, dir.path()).await;
+    let addr = proxy.addr("port-80").unwrap();
+
+    let moved = get(addr, "shop.example.com", "/old/page").await;
+    assert_eq!(moved.status, 308);
+    assert_eq!(moved.headers["location"], "http://shop.example.com/new");
+    assert_eq!(get(addr, "shop.example.com", "/health").await.status, 204);
+    let beta = request(addr, "GET", "shop.example.com", "/api/v1/items?x=1", &[("x-beta", "yes")]).await;
+    assert_eq!((beta.status, beta.body.as_str()), (200, "/v2/items?x=1"));
+    assert_eq!(beta.headers["x-served-by"], "beta");
+    let seen = backend.requests();
+    assert_eq!(seen[0].headers["x-route"], "beta");
+    assert!(!seen[0].headers.contains_key("x-beta"));
+    assert_eq!(seen[0].headers["x-envoy-original-path"], "/api/v1/items");
+    assert_eq!(get(addr, "shop.example.com", "/api/v1/items").await.body, "/api/v1/items");
+    assert_eq!(get(addr, "other.example.com", "/").await.status, 404, "the VirtualService covers one host");
+
+    let lines = log_lines(&dir.path().join("access.log"), 5).await;
+    assert!(lines[0].contains(" 308 - direct_response "), "{}", lines[0]);
+    assert!(lines[2].contains("\"GET /api/v1/items?x=1 HTTP/1.1\" 200"), "{}", lines[2]);
+    proxy.shutdown().await;
+}

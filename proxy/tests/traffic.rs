@@ -376,3 +376,35 @@ spec: {{defaultBackend: {{service: {{name: api, port: {{name: grpc-api}}}}}}}}
     assert_eq!(backend.requests()[0].version, http::Version::HTTP_2);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn fault_delays_and_per_try_timeouts() {
+    let slow = Backend::with(Arc::new(|seen| (200, seen.path.clone())), Duration::from_millis(300)).await;
+    let routing = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: shop}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  http:
+  - match: [{uri: {prefix: /delayed}}]
+    fault: {delay: {fixedDelay: 150ms, percentage: {value: 100}}}
+    route: [{destination: {host: web}}]
+  - route: [{destination: {host: web}}]
+    retries: {attempts: 2, perTryTimeout: 50ms, retryOn: 5xx}
+"#;
+    let gw = Gateway::start(&[&slow], routing).await;
+    let started = std::time::Instant::now();
+    let delayed = get(gw.addr(), "web.example.com", "/delayed").await;
+    assert_eq!(delayed.status, 200);
+    assert!(started.elapsed() >= Duration::from_millis(450), "150 ms delay + 300 ms upstream");
+    let timed_out = get(gw.addr(), "web.example.com", "/other").await;
+    assert_eq!(timed_out.status, 504);
+    let records = gw.records(2).await;
+    assert_eq!(records[0].response_flags, ["DI"]);
+    assert_eq!(records[1].response_flags, ["UT", "URX"]);
+    assert_eq!(records[1].attempts, Some(3));
+    gw.proxy.shutdown().await;
+}
