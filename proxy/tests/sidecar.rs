@@ -337,3 +337,23 @@ spec: {hosts: ["*"], gateways: [gw], http: [{route: [{destination: {host: review
     ingress.shutdown().await;
     reviews.shutdown().await;
 }
+
+#[tokio::test]
+async fn workload_and_port_level_peer_authentication_override_the_namespace() {
+    let mesh = Mesh::new();
+    let reviews_port = mesh.reviews_port;
+    let policies = format!(
+        "{}---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: reviews, namespace: default}}\n\
+         spec: {{selector: {{matchLabels: {{app: reviews}}}}, mtls: {{mode: STRICT}}, portLevelMtls: {{{reviews_port}: {{mode: DISABLE}}}}}}\n",
+        peer_authentication("STRICT")
+    );
+    mesh.config(&policies);
+    let app = Backend::start("reviews").await;
+    let reviews = mesh.sidecar("reviews-1", app.addr, mesh.ca(), "reviews.log").await;
+    let inbound = reviews.addr(&format!("inbound-{reviews_port}")).unwrap();
+    // DISABLE on this port: plaintext is served although namespace and workload say STRICT.
+    assert_eq!(try_get(inbound, "reviews", "/").await.unwrap().status, 200);
+    let record = &json_records(&log_lines(&mesh.log("reviews.log"), 1).await)[0];
+    assert_eq!(record.mtls, Mtls::Plaintext);
+    reviews.shutdown().await;
+}
