@@ -37,7 +37,7 @@ pub enum Command {
     AnalyzeConfig(analyze_config::AnalyzeConfigArgs),
     /// Run the bundled Istio-compatible proxy (ingress gateway or mTLS sidecar).
     #[command(subcommand)]
-    Proxy(proxy::ProxyCommand),
+    Proxy(Box<proxy::ProxyCommand>),
     /// Mesh certificate authority: root CA and SPIFFE workload certificates for the proxy.
     #[command(subcommand)]
     Ca(ca::CaCommand),
