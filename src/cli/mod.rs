@@ -6,6 +6,7 @@ mod ca;
 mod config;
 mod parse_log;
 mod proxy;
+mod query;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -41,6 +42,8 @@ pub enum Command {
     /// Mesh certificate authority: root CA and SPIFFE workload certificates for the proxy.
     #[command(subcommand)]
     Ca(ca::CaCommand),
+    /// Query stored telemetry (tables `requests` and `spans`) with read-only SQL.
+    Query(query::QueryArgs),
 }
 
 impl Command {
@@ -51,6 +54,7 @@ impl Command {
             Command::AnalyzeConfig(args) => analyze_config::run(args),
             Command::Proxy(cmd) => cmd.run(),
             Command::Ca(cmd) => cmd.run(),
+            Command::Query(args) => args.run(),
         }
     }
 }

@@ -1,0 +1,194 @@
+//! Store benchmark (not a test, not run in CI). Run with `store/benches/store.sh`, which provides DuckDB
+//! for the comparison; `cargo bench -p meshlens-store --bench store` alone skips the DuckDB part.
+//!
+//! Prints, in one run:
+//! (a) durable append + flush throughput of N request records (default 5 000 000, `MESHLENS_BENCH_ROWS`)
+//!     through the store, against writing the same Arrow batches straight to Parquet without WAL
+//!     (same writer settings); the ratio is the price of durability;
+//! (b) a group-by-edge count + p50/p99 latency query over the flushed Parquet files, through the store's
+//!     DataFusion and through DuckDB on the same files; the ratio is ours over DuckDB's time.
+
+use meshlens_store::arrow::array::RecordBatch;
+use meshlens_store::schema::requests_to_batch;
+use meshlens_store::synth::RequestGenerator;
+use meshlens_store::{Store, StoreConfig, Table};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BATCH_ROWS: usize = 10_000;
+/// Concurrent appenders: more than one, so that group commit does what it does in a collector.
+const APPENDERS: usize = 4;
+const QUERY_RUNS: usize = 5;
+
+const EDGE_QUERY: &str = "SELECT source_workload, destination_service, count(*) AS requests, \
+    approx_percentile_cont(duration_ms, 0.5) AS p50, approx_percentile_cont(duration_ms, 0.99) AS p99 \
+    FROM requests GROUP BY 1, 2";
+
+fn rate(rows: usize, elapsed: Duration) -> f64 {
+    rows as f64 / elapsed.as_secs_f64()
+}
+
+fn main() -> anyhow::Result<()> {
+    let rows: usize = std::env::var("MESHLENS_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000_000);
+    let work = tempfile::Builder::new().prefix("meshlens-bench-").tempdir()?;
+    println!("meshlens-store benchmark: {rows} request records, batches of {BATCH_ROWS}, {APPENDERS} appenders");
+    println!("work dir {} (on the same disk as /tmp)", work.path().display());
+
+    // Records -> Arrow, outside both timed sections (the records themselves would need ~8 GB).
+    let start = chrono::Utc::now() - chrono::Duration::hours(2);
+    let mut generator = RequestGenerator::new(7, start, (rows / 7200).max(1) as u32);
+    let t = Instant::now();
+    let mut batches = Vec::with_capacity(rows / BATCH_ROWS + 1);
+    let mut convert_time = Duration::ZERO;
+    let mut left = rows;
+    while left > 0 {
+        let n = left.min(BATCH_ROWS);
+        let records = generator.batch(n);
+        let c = Instant::now();
+        batches.push(requests_to_batch(&records)?);
+        convert_time += c.elapsed();
+        left -= n;
+    }
+    println!(
+        "generated in {:.1}s; RequestRecord -> Arrow conversion alone: {:.0} records/s (one core)",
+        t.elapsed().as_secs_f64(),
+        rate(rows, convert_time)
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let store_dir = work.path().join("store");
+    let (store_time, flushes, wal_syncs) = runtime.block_on(append_through_store(&store_dir, &batches))?;
+    let raw_dir = work.path().join("raw");
+    let raw_time = write_raw_parquet(&raw_dir, &batches)?;
+    let store_rate = rate(rows, store_time);
+    let raw_rate = rate(rows, raw_time);
+    println!();
+    println!("(a) ingest");
+    println!(
+        "  store, durable append + flush : {:>8.2}s  {:>10.0} records/s  ({flushes} flushes, {wal_syncs} WAL fsyncs)",
+        store_time.as_secs_f64(),
+        store_rate
+    );
+    println!("  raw Parquet, no WAL           : {:>8.2}s  {:>10.0} records/s", raw_time.as_secs_f64(), raw_rate);
+    println!(
+        "  store / raw throughput        : {:.2}x   (target >= 0.5x; target rate >= 500000/s)",
+        store_rate / raw_rate
+    );
+    drop(batches);
+
+    println!();
+    println!("(b) query: {EDGE_QUERY}");
+    let ours = runtime.block_on(query_through_store(&store_dir))?;
+    println!("  store (DataFusion), median of {QUERY_RUNS}: {:.3}s", ours.as_secs_f64());
+    let glob = store_dir.join("parquet/requests/**/*.parquet");
+    match duckdb_median(&glob) {
+        Ok(duck) => {
+            println!("  DuckDB, same files, median of {QUERY_RUNS}: {:.3}s", duck.as_secs_f64());
+            println!(
+                "  store / DuckDB time           : {:.2}x   (target <= 1.5x)",
+                ours.as_secs_f64() / duck.as_secs_f64()
+            );
+        }
+        Err(e) => println!("  DuckDB skipped: {e}"),
+    }
+    Ok(())
+}
+
+async fn append_through_store(dir: &Path, batches: &[RecordBatch]) -> anyhow::Result<(Duration, u64, u64)> {
+    let config = StoreConfig { memory_budget_rows: 1_048_576, ..StoreConfig::new(dir) };
+    let store = Arc::new(Store::open(config).await?);
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for appender in 0..APPENDERS {
+        let store = Arc::clone(&store);
+        let mine: Vec<RecordBatch> = batches.iter().skip(appender).step_by(APPENDERS).cloned().collect();
+        tasks.push(tokio::spawn(async move {
+            for batch in mine {
+                loop {
+                    match store.append_batch(Table::Requests, batch.clone()).await {
+                        Ok(()) => break,
+                        // Back-pressure: the flusher is behind; a collector would retry too.
+                        Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(2)).await,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    store.flush().await?;
+    let elapsed = t.elapsed();
+    let stats = store.stats();
+    Arc::into_inner(store).ok_or_else(|| anyhow::anyhow!("store still shared"))?.close().await?;
+    Ok((elapsed, stats.flushes, stats.wal_syncs))
+}
+
+/// The same batches straight to Parquet: same compression and statistics, one file per default flush
+/// size, no WAL, no sort, no catalog.
+fn write_raw_parquet(dir: &Path, batches: &[RecordBatch]) -> anyhow::Result<Duration> {
+    std::fs::create_dir_all(dir)?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(StoreConfig::default().row_group_rows))
+        .build();
+    let rows_per_file = StoreConfig::default().flush_rows;
+    let t = Instant::now();
+    let mut file_index = 0;
+    let mut writer: Option<(ArrowWriter<std::fs::File>, usize)> = None;
+    for batch in batches {
+        if writer.is_none() {
+            let path: PathBuf = dir.join(format!("{file_index:06}.parquet"));
+            file_index += 1;
+            writer =
+                Some((ArrowWriter::try_new(std::fs::File::create(path)?, batch.schema(), Some(props.clone()))?, 0));
+        }
+        if let Some((w, written)) = writer.as_mut() {
+            w.write(batch)?;
+            *written += batch.num_rows();
+            if *written >= rows_per_file
+                && let Some((w, _)) = writer.take()
+            {
+                w.into_inner()?.sync_all()?;
+            }
+        }
+    }
+    if let Some((w, _)) = writer.take() {
+        w.into_inner()?.sync_all()?;
+    }
+    Ok(t.elapsed())
+}
+
+async fn query_through_store(dir: &Path) -> anyhow::Result<Duration> {
+    let store = Store::open_read_only(StoreConfig::new(dir)).await?;
+    let warm = store.sql(EDGE_QUERY).await?;
+    println!("  {} edges", warm.num_rows());
+    let mut times = Vec::new();
+    for _ in 0..QUERY_RUNS {
+        let t = Instant::now();
+        store.sql(EDGE_QUERY).await?;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    Ok(times[QUERY_RUNS / 2])
+}
+
+fn duckdb_median(glob: &Path) -> anyhow::Result<Duration> {
+    let python = std::env::var("MESHLENS_BENCH_PYTHON")
+        .map_err(|_| anyhow::anyhow!("MESHLENS_BENCH_PYTHON is not set (run store/benches/store.sh)"))?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/duckdb_query.py");
+    let out = std::process::Command::new(python).arg(script).arg(glob).arg(QUERY_RUNS.to_string()).output()?;
+    if !out.status.success() {
+        anyhow::bail!("duckdb script failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let stdout = String::from_utf8(out.stdout)?;
+    let seconds: f64 = stdout.trim().lines().last().unwrap_or_default().trim().parse()?;
+    Ok(Duration::from_secs_f64(seconds))
+}

@@ -1,0 +1,725 @@
+//! The `Store`: wiring of WAL writer, buffer, flusher, catalog and query engine.
+//!
+//! Threads and tasks:
+//! - appenders (any task) build the Arrow batch and its WAL payload, reserve memory budget, and hand both
+//!   to the WAL writer, then wait on a oneshot;
+//! - the WAL writer (one OS thread, blocking I/O) takes every append that is waiting, writes them as one
+//!   group, fsyncs once, inserts the batches into the buffer and answers each appender: group commit;
+//! - the flusher (one tokio task) writes the buffer to Parquet when it is big or old enough and publishes
+//!   the files in the catalog together with the new WAL checkpoint.
+
+use crate::buffer::Buffer;
+use crate::catalog::{Catalog, FileEntry};
+use crate::config::{CatalogLocation, StoreConfig};
+use crate::error::{Result, StoreError, io_err};
+use crate::flush;
+use crate::query::{StoreTable, read_only_sql_options};
+use crate::retention::{self, RetentionReport};
+use crate::schema::{self, Table};
+use crate::wal::{self, RecoveryReport, ReplayMode, SegmentWriter};
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::prelude::SessionContext;
+use meshlens_model::record::RequestRecord;
+use meshlens_model::span::SpanRecord;
+use serde::Serialize;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+const WAL_DIR: &str = "wal";
+const LOCK_FILE: &str = "LOCK";
+/// Upper bound of one WAL group, so that a flood of appends still gets acknowledged in bounded steps.
+const MAX_GROUP_BYTES: usize = 64 << 20;
+/// How often a read-only open retries when a concurrent writer moved the checkpoint while it read the WAL.
+const READ_ONLY_ATTEMPTS: usize = 5;
+
+/// Counters since the store was opened (plus the current buffer fill).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StoreStats {
+    /// fsyncs of the WAL; fewer than `wal_records` when group commit merged concurrent appends.
+    pub wal_syncs: u64,
+    /// WAL records written (one per append call).
+    pub wal_records: u64,
+    pub wal_bytes: u64,
+    pub flushes: u64,
+    pub rows_flushed: u64,
+    pub parquet_files_written: u64,
+    /// Parquet files handed to scans after catalog pruning, summed over all planned scans.
+    pub parquet_files_scanned: u64,
+    /// Rows in memory now (buffered or being flushed).
+    pub buffered_rows: usize,
+    /// Rows counted against `memory_budget_rows` now (buffered plus waiting for the WAL).
+    pub reserved_rows: usize,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    wal_syncs: AtomicU64,
+    wal_records: AtomicU64,
+    wal_bytes: AtomicU64,
+    flushes: AtomicU64,
+    rows_flushed: AtomicU64,
+    files_written: AtomicU64,
+    pub(crate) parquet_files_scanned: AtomicU64,
+}
+
+/// What one flush did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FlushReport {
+    pub rows: usize,
+    pub files: usize,
+    /// WAL checkpoint after the flush (unchanged when there was nothing to flush).
+    pub wal_seq: u64,
+}
+
+/// Result of [`Store::sql`]: the schema (also for empty results) and the batches.
+#[derive(Debug, Clone)]
+pub struct QueryOutput {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl QueryOutput {
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// State shared by the store handle, the WAL writer thread, the flusher task and the table providers.
+pub(crate) struct Shared {
+    config: StoreConfig,
+    pub(crate) data_dir: PathBuf,
+    wal_dir: PathBuf,
+    pub(crate) catalog: Catalog,
+    buffer: Mutex<Buffer>,
+    /// Held for writing while a flush publishes files and drops the same rows from memory, and while
+    /// retention drops partitions; held for reading while a scan lists files and copies memory. So a scan
+    /// sees every row once: in a listed file or in memory.
+    pub(crate) commit_lock: tokio::sync::RwLock<()>,
+    /// One flush at a time.
+    flush_lock: tokio::sync::Mutex<()>,
+    flush_wanted: Notify,
+    reserved_rows: AtomicUsize,
+    pub(crate) stats: Counters,
+    /// Read-only stores answer from the snapshot taken at open: files of later flushes are ignored (their
+    /// rows are already in memory from the WAL replay, or arrived after the snapshot).
+    snapshot_seq: Option<u64>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("data_dir", &self.data_dir).field("catalog", &self.catalog.backend()).finish()
+    }
+}
+
+impl Shared {
+    fn buffer(&self) -> MutexGuard<'_, Buffer> {
+        // The buffer's methods leave it consistent at every panic point, so a poisoned lock is usable.
+        self.buffer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn reserve(&self, rows: usize) -> Result<()> {
+        let budget = self.config.memory_budget_rows;
+        let mut current = self.reserved_rows.load(Ordering::Relaxed);
+        loop {
+            // An empty store takes any single batch, so one oversized append cannot be refused forever.
+            if current > 0 && current + rows > budget {
+                return Err(StoreError::Busy { requested: rows, in_use: current, budget });
+            }
+            match self.reserved_rows.compare_exchange_weak(current, current + rows, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return Ok(()),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    fn release(&self, rows: usize) {
+        self.reserved_rows.fetch_sub(rows, Ordering::AcqRel);
+    }
+
+    /// Files overlapping `[from, to]` and a copy of the in-memory rows, taken consistently.
+    pub(crate) async fn scan_snapshot(
+        &self,
+        table: Table,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> Result<(Vec<FileEntry>, Vec<RecordBatch>)> {
+        let _commit = self.commit_lock.read().await;
+        let files = self.catalog.files(table, from, to, self.snapshot_seq).await?;
+        let memory = self.buffer().snapshot(table);
+        Ok((files, memory))
+    }
+
+    fn flush_due(&self) -> bool {
+        let buffer = self.buffer();
+        buffer.active_rows() >= self.config.flush_rows
+            || buffer.active_age().is_some_and(|age| age >= self.config.flush_interval)
+    }
+
+    /// Writes everything buffered to Parquet and publishes it. See the module docs of `flush` and
+    /// `buffer` for the visibility rules.
+    pub(crate) async fn flush(self: &Arc<Self>) -> Result<FlushReport> {
+        let _one_at_a_time = self.flush_lock.lock().await;
+        let Some(snapshot) = self.buffer().begin_flush() else {
+            return Ok(FlushReport::default());
+        };
+        let started = Instant::now();
+        let seq = snapshot.max_seq;
+        let writer = Arc::clone(self);
+        let batches = snapshot.batches;
+        let written = tokio::task::spawn_blocking(move || {
+            let mut files = Vec::new();
+            for table in Table::ALL {
+                match flush::write_table(
+                    &writer.data_dir,
+                    table,
+                    &batches[table.index()],
+                    seq,
+                    writer.config.row_group_rows,
+                ) {
+                    Ok(more) => files.extend(more),
+                    Err(e) => {
+                        flush::remove_files(&writer.data_dir, &files);
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(files)
+        })
+        .await
+        .map_err(|e| StoreError::Task { task: "parquet writer", detail: e.to_string() })
+        .and_then(|r| r);
+        let files = match written {
+            Ok(files) => files,
+            Err(e) => {
+                self.buffer().abort_flush();
+                return Err(e);
+            }
+        };
+        {
+            let _commit = self.commit_lock.write().await;
+            if let Err(e) = self.catalog.commit_flush(&files, seq).await {
+                // A lost reply can hide a successful commit; the checkpoint tells which it was. Undoing a
+                // commit that happened would re-flush the rows and duplicate them.
+                let committed = matches!(self.catalog.checkpoint().await, Ok(cp) if cp >= seq);
+                if !committed {
+                    self.buffer().abort_flush();
+                    flush::remove_files(&self.data_dir, &files);
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "flush commit reported an error but the checkpoint moved; keeping it");
+            }
+            self.buffer().finish_flush();
+        }
+        self.release(snapshot.rows);
+        self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+        self.stats.rows_flushed.fetch_add(snapshot.rows as u64, Ordering::Relaxed);
+        self.stats.files_written.fetch_add(files.len() as u64, Ordering::Relaxed);
+        // Deleting covered segments only frees disk: replay skips records at or below the checkpoint anyway.
+        let wal_dir = self.wal_dir.clone();
+        match tokio::task::spawn_blocking(move || wal::delete_segments_through(&wal_dir, seq)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not delete flushed WAL segments"),
+            Err(e) => tracing::warn!(error = %e, "WAL cleanup task failed"),
+        }
+        tracing::info!(rows = snapshot.rows, files = files.len(), wal_seq = seq, elapsed = ?started.elapsed(), "flushed to Parquet");
+        Ok(FlushReport { rows: snapshot.rows, files: files.len(), wal_seq: seq })
+    }
+}
+
+/// One append waiting for the WAL writer.
+struct AppendRequest {
+    table: Table,
+    batch: RecordBatch,
+    payload: Vec<u8>,
+    reply: oneshot::Sender<Result<()>>,
+}
+
+/// The durable telemetry store. See the crate docs for the design.
+///
+/// Appends and queries take `&self`; share a store between tasks with `Arc<Store>`. Dropping the store
+/// stops its background work without flushing, which is safe (everything acknowledged is in the WAL);
+/// [`Store::close`] flushes first, so the next open has nothing to replay.
+pub struct Store {
+    shared: Arc<Shared>,
+    ctx: SessionContext,
+    wal_tx: Option<mpsc::UnboundedSender<AppendRequest>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    flusher: Option<tokio::task::JoinHandle<()>>,
+    shutdown: Option<watch::Sender<bool>>,
+    recovery: RecoveryReport,
+    /// Holds the data directory's lock for the store's lifetime (read-write stores only).
+    lock: Option<File>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("shared", &self.shared).field("read_only", &self.wal_tx.is_none()).finish()
+    }
+}
+
+async fn connect_catalog(config: &StoreConfig, data_dir: &Path, read_only: bool) -> Result<Catalog> {
+    match CatalogLocation::from_config(config, data_dir)? {
+        CatalogLocation::Sqlite(path) => {
+            if read_only && !path.exists() {
+                return Err(StoreError::Config(format!(
+                    "no store catalog at {} (has a store been written in {}?)",
+                    path.display(),
+                    data_dir.display()
+                )));
+            }
+            Catalog::open_sqlite(&path, read_only).await
+        }
+        CatalogLocation::Postgres(url) => Catalog::connect_postgres(&url).await,
+    }
+}
+
+fn blocking_failed(task: &'static str) -> impl FnOnce(tokio::task::JoinError) -> StoreError {
+    move |e| StoreError::Task { task, detail: e.to_string() }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store for reading and writing: applies catalog migrations, replays
+    /// the WAL after the checkpoint (repairing torn or corrupt records, see [`Store::recovery_report`]),
+    /// deletes orphaned Parquet files, and starts the WAL writer and the flusher. Must run inside a tokio
+    /// runtime. Fails with [`StoreError::Locked`] when another process has the data directory open.
+    pub async fn open(config: StoreConfig) -> Result<Store> {
+        config.validate()?;
+        fs::create_dir_all(&config.data_dir).map_err(io_err("creating data directory", &config.data_dir))?;
+        let data_dir =
+            fs::canonicalize(&config.data_dir).map_err(io_err("resolving data directory", &config.data_dir))?;
+        let wal_dir = data_dir.join(WAL_DIR);
+        fs::create_dir_all(&wal_dir).map_err(io_err("creating WAL directory", &wal_dir))?;
+        let lock = lock_data_dir(&data_dir)?;
+
+        let catalog = connect_catalog(&config, &data_dir, false).await?;
+        catalog.migrate().await?;
+        let checkpoint = catalog.checkpoint().await?;
+        let replay_dir = wal_dir.clone();
+        let (records, mut report) =
+            tokio::task::spawn_blocking(move || wal::replay(&replay_dir, checkpoint, ReplayMode::Repair))
+                .await
+                .map_err(blocking_failed("WAL replay"))??;
+
+        let known = catalog.all_paths().await?.into_iter().collect();
+        let orphan_dir = data_dir.clone();
+        let orphans = tokio::task::spawn_blocking(move || flush::find_orphans(&orphan_dir, &known))
+            .await
+            .map_err(blocking_failed("orphan scan"))??;
+        for path in orphans {
+            tracing::warn!(path = %path.display(), "deleting a Parquet file no catalog row lists (interrupted flush)");
+            fs::remove_file(&path).map_err(io_err("deleting orphaned Parquet file", &path))?;
+            report.orphan_files_removed.push(path);
+        }
+        wal::delete_segments_through(&wal_dir, checkpoint)?;
+
+        let shared = Arc::new(Shared {
+            config: StoreConfig { data_dir: data_dir.clone(), ..config },
+            data_dir,
+            wal_dir: wal_dir.clone(),
+            catalog,
+            buffer: Mutex::new(Buffer::default()),
+            commit_lock: tokio::sync::RwLock::new(()),
+            flush_lock: tokio::sync::Mutex::new(()),
+            flush_wanted: Notify::new(),
+            reserved_rows: AtomicUsize::new(report.rows_replayed as usize),
+            stats: Counters::default(),
+            snapshot_seq: None,
+        });
+        let mut next_seq = checkpoint + 1;
+        {
+            let mut buffer = shared.buffer();
+            for r in records {
+                next_seq = r.seq + 1;
+                buffer.insert(r.table, r.seq, r.batch);
+            }
+        }
+
+        let (wal_tx, wal_rx) = mpsc::unbounded_channel();
+        let segment = SegmentWriter::new(wal_dir.clone(), shared.config.wal_segment_bytes);
+        let writer_shared = Arc::clone(&shared);
+        let writer = std::thread::Builder::new()
+            .name("meshlens-wal".into())
+            .spawn(move || wal_writer(writer_shared, wal_rx, segment, next_seq))
+            .map_err(io_err("starting the WAL writer thread for", &wal_dir))?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let flusher = tokio::spawn(flusher(Arc::clone(&shared), shutdown_rx));
+        if report.rows_replayed > 0 {
+            shared.flush_wanted.notify_one();
+        }
+        if !report.is_clean() {
+            tracing::warn!(?report, "store recovered with repairs");
+        }
+        tracing::info!(data_dir = %shared.data_dir.display(), catalog = shared.catalog.backend(), checkpoint,
+            replayed_rows = report.rows_replayed, "store open");
+        Ok(Store {
+            ctx: session_for(&shared),
+            shared,
+            wal_tx: Some(wal_tx),
+            writer: Some(writer),
+            flusher: Some(flusher),
+            shutdown: Some(shutdown_tx),
+            recovery: report,
+            lock: Some(lock),
+        })
+    }
+
+    /// Opens an existing store for queries only, without taking the data directory's lock, so it works
+    /// next to a running writer (e.g. `meshlens query` against a live collector). It answers from a
+    /// snapshot taken at open: the catalog at its current checkpoint plus the WAL after it. Nothing on
+    /// disk is changed; damaged WAL records are skipped and reported.
+    pub async fn open_read_only(config: StoreConfig) -> Result<Store> {
+        let data_dir =
+            fs::canonicalize(&config.data_dir).map_err(io_err("opening data directory", &config.data_dir))?;
+        let wal_dir = data_dir.join(WAL_DIR);
+        let catalog = connect_catalog(&config, &data_dir, true).await?;
+        let mut attempt = 0;
+        let (checkpoint, records, report) = loop {
+            attempt += 1;
+            let checkpoint = catalog.checkpoint().await?;
+            let replay_dir = wal_dir.clone();
+            let replayed = tokio::task::spawn_blocking(move || {
+                if replay_dir.exists() {
+                    wal::replay(&replay_dir, checkpoint, ReplayMode::ReadOnly)
+                } else {
+                    Ok((Vec::new(), RecoveryReport::default()))
+                }
+            })
+            .await
+            .map_err(blocking_failed("WAL replay"))?;
+            // A writer that flushed meanwhile may have deleted segments we were about to read.
+            let moved = catalog.checkpoint().await? != checkpoint;
+            match replayed {
+                Ok((records, report)) if !moved => break (checkpoint, records, report),
+                Err(e) if attempt >= READ_ONLY_ATTEMPTS => return Err(e),
+                Ok(_) if attempt >= READ_ONLY_ATTEMPTS => {
+                    return Err(StoreError::Config(format!(
+                        "the store in {} kept flushing while it was being read; try again",
+                        data_dir.display()
+                    )));
+                }
+                _ => tracing::debug!(attempt, "checkpoint moved during read-only open; retrying"),
+            }
+        };
+        let shared = Arc::new(Shared {
+            config: StoreConfig { data_dir: data_dir.clone(), ..config },
+            data_dir,
+            wal_dir,
+            catalog,
+            buffer: Mutex::new(Buffer::default()),
+            commit_lock: tokio::sync::RwLock::new(()),
+            flush_lock: tokio::sync::Mutex::new(()),
+            flush_wanted: Notify::new(),
+            reserved_rows: AtomicUsize::new(0),
+            stats: Counters::default(),
+            snapshot_seq: Some(checkpoint),
+        });
+        {
+            let mut buffer = shared.buffer();
+            for r in records {
+                buffer.insert(r.table, r.seq, r.batch);
+            }
+        }
+        Ok(Store {
+            ctx: session_for(&shared),
+            shared,
+            wal_tx: None,
+            writer: None,
+            flusher: None,
+            shutdown: None,
+            recovery: report,
+            lock: None,
+        })
+    }
+
+    /// Appends request records. Returns once they are durable in the WAL (fsynced) and visible to queries.
+    /// Fails fast with [`StoreError::Busy`] when the memory budget is used up.
+    pub async fn append_requests(&self, records: Vec<RequestRecord>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.shared.reserve(records.len())?;
+        let batch = schema::requests_to_batch(&records);
+        drop(records);
+        self.append_reserved(Table::Requests, batch).await
+    }
+
+    /// Appends span records; same guarantees as [`Store::append_requests`].
+    pub async fn append_spans(&self, records: Vec<SpanRecord>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.shared.reserve(records.len())?;
+        let batch = schema::spans_to_batch(&records);
+        drop(records);
+        self.append_reserved(Table::Spans, batch).await
+    }
+
+    /// Appends a batch that already has the table's schema ([`Table::schema`]), e.g. one a receiver built
+    /// with [`crate::schema::requests_to_batch`]; same guarantees as [`Store::append_requests`].
+    pub async fn append_batch(&self, table: Table, batch: RecordBatch) -> Result<()> {
+        schema::check_batch(table, &batch)?;
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.shared.reserve(batch.num_rows())?;
+        // The stored schema is the table's, not the caller's (field metadata may differ).
+        let batch = RecordBatch::try_new(table.schema(), batch.columns().to_vec())
+            .map_err(crate::error::arrow_err(format!("re-labelling a {table} batch")));
+        self.append_reserved(table, batch).await
+    }
+
+    /// Second half of an append, after the rows were reserved: from here on exactly one party releases
+    /// them (this function on failure before the hand-off, the writer on a failed write, the flusher
+    /// after the rows are in Parquet).
+    async fn append_reserved(&self, table: Table, batch: Result<RecordBatch>) -> Result<()> {
+        let rows = match &batch {
+            Ok(b) => b.num_rows(),
+            Err(_) => 0,
+        };
+        let prepared = batch.and_then(|batch| wal::encode_payload(&batch).map(|payload| (batch, payload)));
+        let (batch, payload) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                self.shared.release(rows);
+                return Err(e);
+            }
+        };
+        let Some(tx) = &self.wal_tx else {
+            self.shared.release(rows);
+            return Err(StoreError::ReadOnly);
+        };
+        let (reply, ack) = oneshot::channel();
+        if tx.send(AppendRequest { table, batch, payload, reply }).is_err() {
+            self.shared.release(rows);
+            return Err(StoreError::Closed);
+        }
+        ack.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Flushes everything buffered to Parquet now (normally the flusher does this by size and age).
+    pub async fn flush(&self) -> Result<FlushReport> {
+        if self.wal_tx.is_none() {
+            return Err(StoreError::ReadOnly);
+        }
+        self.shared.flush().await
+    }
+
+    /// Runs one read-only SQL query (`SELECT`, `WITH`, `EXPLAIN`) over `requests` and `spans` and collects
+    /// the result. DDL, DML (including `COPY`) and statements such as `SET` are rejected.
+    pub async fn sql(&self, sql: &str) -> Result<QueryOutput> {
+        let frame = self.ctx.sql_with_options(sql, read_only_sql_options()).await?;
+        let schema = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await?;
+        Ok(QueryOutput { schema, batches })
+    }
+
+    /// A DataFusion session with `requests` and `spans` registered, for callers that build plans with
+    /// the DataFrame API. Unlike [`Store::sql`] it does not restrict statements; apply
+    /// [`read_only_sql_options`] when running SQL that comes from users.
+    pub fn session_context(&self) -> SessionContext {
+        SessionContext::new_with_state(self.ctx.state())
+    }
+
+    /// Drops every hour partition that ended more than `max_age` ago: catalog rows first, then files.
+    /// Rows still in memory are not affected (they are dropped after they are flushed).
+    pub async fn apply_retention(&self, max_age: Duration) -> Result<RetentionReport> {
+        if self.wal_tx.is_none() {
+            return Err(StoreError::ReadOnly);
+        }
+        retention::apply(&self.shared, max_age).await
+    }
+
+    /// What the open found and repaired in the WAL (torn tail, quarantined records, orphan files).
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> StoreStats {
+        let c = &self.shared.stats;
+        StoreStats {
+            wal_syncs: c.wal_syncs.load(Ordering::Relaxed),
+            wal_records: c.wal_records.load(Ordering::Relaxed),
+            wal_bytes: c.wal_bytes.load(Ordering::Relaxed),
+            flushes: c.flushes.load(Ordering::Relaxed),
+            rows_flushed: c.rows_flushed.load(Ordering::Relaxed),
+            parquet_files_written: c.files_written.load(Ordering::Relaxed),
+            parquet_files_scanned: c.parquet_files_scanned.load(Ordering::Relaxed),
+            buffered_rows: self.shared.buffer().total_rows(),
+            reserved_rows: self.shared.reserved_rows.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The catalog database, for crates that keep their own tables in it.
+    pub fn catalog(&self) -> &Catalog {
+        &self.shared.catalog
+    }
+
+    /// The (canonical) data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.shared.data_dir
+    }
+
+    /// Stops accepting appends, waits for pending ones, flushes everything to Parquet and closes the
+    /// catalog.
+    pub async fn close(mut self) -> Result<()> {
+        self.wal_tx.take();
+        if let Some(writer) = self.writer.take() {
+            tokio::task::spawn_blocking(move || writer.join())
+                .await
+                .map_err(blocking_failed("WAL writer"))?
+                .map_err(|_| StoreError::Task { task: "WAL writer", detail: "panicked".into() })?;
+        }
+        if let Some(shutdown) = self.shutdown.take() {
+            // The flusher may already have stopped; then there is nobody to tell.
+            let _ = shutdown.send(true);
+        }
+        if let Some(flusher) = self.flusher.take() {
+            flusher.await.map_err(blocking_failed("flusher"))?;
+        }
+        if self.lock.is_some() {
+            self.shared.flush().await?;
+        }
+        self.shared.catalog.close().await;
+        Ok(())
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(flusher) = self.flusher.take() {
+            flusher.abort();
+        }
+        // Closing the channel ends the writer after the appends already queued; joining keeps it from
+        // writing into the directory after the lock below is released.
+        self.wal_tx.take();
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!("the WAL writer thread panicked");
+        }
+    }
+}
+
+fn session_for(shared: &Arc<Shared>) -> SessionContext {
+    let ctx = SessionContext::new();
+    for table in Table::ALL {
+        // Registering into a fresh context only fails on a duplicate name, and the names are distinct.
+        let provider = Arc::new(StoreTable { table, shared: Arc::clone(shared) });
+        if let Err(e) = ctx.register_table(table.name(), provider) {
+            tracing::error!(table = %table, error = %e, "could not register table");
+        }
+    }
+    ctx
+}
+
+fn lock_data_dir(data_dir: &Path) -> Result<File> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("opening lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => {
+            Err(StoreError::Locked { data_dir: data_dir.to_path_buf(), lock_file: path })
+        }
+        Err(fs::TryLockError::Error(e)) => Err(io_err("locking", &path)(e)),
+    }
+}
+
+/// The WAL writer thread: group commit. Sequence numbers are consumed even by a failed group, because
+/// part of it may have reached the disk; reusing them would give two different records one number.
+fn wal_writer(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<AppendRequest>,
+    mut segment: SegmentWriter,
+    mut next_seq: u64,
+) {
+    let mut group: Vec<AppendRequest> = Vec::new();
+    let mut frames: Vec<u8> = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut bytes = first.payload.len();
+        group.push(first);
+        while bytes < MAX_GROUP_BYTES {
+            match rx.try_recv() {
+                Ok(request) => {
+                    bytes += request.payload.len();
+                    group.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        frames.clear();
+        let first_seq = next_seq;
+        for (i, request) in group.iter().enumerate() {
+            wal::encode_frame(&mut frames, first_seq + i as u64, request.table, &request.payload);
+        }
+        next_seq += group.len() as u64;
+        match segment.write_group(first_seq, &frames) {
+            Ok(()) => {
+                shared.stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
+                shared.stats.wal_records.fetch_add(group.len() as u64, Ordering::Relaxed);
+                shared.stats.wal_bytes.fetch_add(frames.len() as u64, Ordering::Relaxed);
+                let mut replies = Vec::with_capacity(group.len());
+                let flush_due = {
+                    let mut buffer = shared.buffer();
+                    for (i, request) in group.drain(..).enumerate() {
+                        buffer.insert(request.table, first_seq + i as u64, request.batch);
+                        replies.push(request.reply);
+                    }
+                    buffer.active_rows() >= shared.config.flush_rows
+                };
+                if flush_due {
+                    shared.flush_wanted.notify_one();
+                }
+                for reply in replies {
+                    // An appender that stopped waiting still has its rows stored; nothing to undo.
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = group.len(), "WAL write failed; appends rejected");
+                let detail = e.to_string();
+                for request in group.drain(..) {
+                    shared.release(request.batch.num_rows());
+                    let _ = request.reply.send(Err(StoreError::WalWrite(detail.clone())));
+                }
+            }
+        }
+        // A burst can grow the frame buffer to the group limit; don't keep that much idle memory.
+        if frames.capacity() > 2 * MAX_GROUP_BYTES {
+            frames = Vec::new();
+        }
+    }
+    tracing::debug!("WAL writer stopped");
+}
+
+/// The flusher task: flushes when the buffer is big (woken by the writer) or old (checked on a timer).
+async fn flusher(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let tick = (shared.config.flush_interval / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shared.flush_wanted.notified() => {}
+            _ = tokio::time::sleep(tick) => {}
+            _ = shutdown.changed() => return,
+        }
+        if shared.flush_due()
+            && let Err(e) = shared.flush().await
+        {
+            tracing::warn!(error = %e, "flush failed; rows stay in memory and in the WAL, retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
