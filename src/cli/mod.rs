@@ -4,9 +4,11 @@
 mod analyze_config;
 mod ca;
 mod config;
+mod import;
 mod parse_log;
 mod proxy;
 mod query;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -44,6 +46,10 @@ pub enum Command {
     Ca(ca::CaCommand),
     /// Query stored telemetry (tables `requests` and `spans`) with read-only SQL.
     Query(query::QueryArgs),
+    /// Run the collector: OTLP/gRPC, Envoy ALS, OTLP/HTTP and access-log receivers writing to the store.
+    Serve(serve::ServeArgs),
+    /// Import access-log files (e.g. `kubectl logs POD -c istio-proxy`) into the store.
+    Import(import::ImportArgs),
 }
 
 impl Command {
@@ -55,6 +61,8 @@ impl Command {
             Command::Proxy(cmd) => cmd.run(),
             Command::Ca(cmd) => cmd.run(),
             Command::Query(args) => args.run(),
+            Command::Serve(args) => args.run(),
+            Command::Import(args) => args.run(),
         }
     }
 }

@@ -1,0 +1,170 @@
+//! `meshlens serve`: the collector. Opens the store, starts the OTLP/gRPC + Envoy ALS, OTLP/HTTP and API
+//! listeners, and runs until Ctrl-C or SIGTERM, then stops accepting, finishes in-flight requests and
+//! flushes the store.
+
+use anyhow::Context;
+use meshlens_collector::api::ApiState;
+use meshlens_collector::attribution::Attributor;
+use meshlens_collector::ingest::Ingest;
+use meshlens_collector::internal_events::Telemetry;
+use meshlens_collector::server::{self, Listeners};
+use meshlens_collector::sources::SourceContext;
+use meshlens_model::mesh::MeshConfig;
+use meshlens_store::{Store, StoreConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+/// Where the store lives; shared by the commands that write to it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// Directory of the store (write-ahead log, Parquet files, and the SQLite catalog unless
+    /// --database-url says otherwise).
+    #[arg(long, value_name = "DIR", env = "MESHLENS_DATA_DIR", default_value = "./meshlens-data")]
+    pub data_dir: PathBuf,
+
+    /// Catalog database: `postgres://USER@HOST:PORT/DB`, or `sqlite:PATH`. Default: SQLite in the data
+    /// directory.
+    #[arg(long, value_name = "URL", env = "MESHLENS_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl StoreArgs {
+    pub fn config(&self) -> StoreConfig {
+        StoreConfig { database_url: self.database_url.clone(), ..StoreConfig::new(&self.data_dir) }
+    }
+}
+
+/// A listen address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr(Option<SocketAddr>);
+
+fn listen_addr(s: &str) -> Result<ListenAddr, String> {
+    if s == "off" {
+        return Ok(ListenAddr(None));
+    }
+    s.parse().map(|a| ListenAddr(Some(a))).map_err(|_| format!("expected IP:PORT or `off`, found {s:?}"))
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Each listener takes IP:PORT, or `off` to disable it; port 0 picks a free port. The \
+                        bound addresses are printed on stderr at start-up as \
+                        `meshlens listening otlp_grpc=ADDR otlp_http=ADDR api=ADDR`. See docs/collector.md.")]
+pub struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+
+    /// OTLP/gRPC (TraceService, LogsService) and Envoy ALS (AccessLogService) listener.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4317", value_parser = listen_addr)]
+    otlp_grpc_addr: ListenAddr,
+
+    /// OTLP/HTTP (/v1/traces, /v1/logs) and access-log lines (/v1/accesslogs) listener.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4318", value_parser = listen_addr)]
+    otlp_http_addr: ListenAddr,
+
+    /// API listener: /healthz, /readyz, /metrics.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080", value_parser = listen_addr)]
+    api_addr: ListenAddr,
+
+    /// Mesh configuration (Kubernetes/Istio YAML or JSON files or directories) whose Pods and
+    /// WorkloadEntries name the peers of records by IP address.
+    #[arg(long, value_name = "PATH")]
+    mesh_config: Vec<PathBuf>,
+}
+
+impl ServeArgs {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+        runtime.block_on(self.serve())
+    }
+
+    async fn serve(self) -> anyhow::Result<ExitCode> {
+        let attributor = Arc::new(load_attributor(&self.mesh_config)?);
+        let store = Store::open(self.store.config())
+            .await
+            .with_context(|| format!("opening the store in {}", self.store.data_dir.display()))?;
+        let store = Arc::new(store);
+        let telemetry = Arc::new(Telemetry::default());
+        let ctx = SourceContext { ingest: Ingest::new(Arc::clone(&store), Arc::clone(&telemetry)), attributor };
+        let api = ApiState { store: Arc::clone(&store), telemetry, ready: Arc::new(AtomicBool::new(false)) };
+        let listeners =
+            Listeners { otlp_grpc: self.otlp_grpc_addr.0, otlp_http: self.otlp_http_addr.0, api: self.api_addr.0 };
+        let server = server::start(listeners, ctx, api).await?;
+        let bound = server.local_addrs();
+        let show = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
+        // Printed whatever the log level: scripts and tests read the chosen ports from it.
+        eprintln!(
+            "meshlens listening otlp_grpc={} otlp_http={} api={}",
+            show(bound.otlp_grpc),
+            show(bound.otlp_http),
+            show(bound.api)
+        );
+        let served = server.run_until(shutdown_signal()).await;
+        close_store(store).await?;
+        eprintln!("meshlens stopped");
+        served.map_err(anyhow::Error::msg)?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Reads the mesh configuration for attribution; problems in it are reported but do not stop the
+/// collector (records are still stored, just less attributed).
+pub fn load_attributor(paths: &[PathBuf]) -> anyhow::Result<Attributor> {
+    if paths.is_empty() {
+        return Ok(Attributor::default());
+    }
+    let report = super::config::load(paths)?;
+    for error in &report.errors {
+        tracing::warn!("mesh config: {error}");
+    }
+    let attributor = Attributor::new(Some(&MeshConfig::new(report.resources)));
+    tracing::info!(addresses = attributor.known_addresses(), "mesh config loaded for attribution");
+    Ok(attributor)
+}
+
+/// Closes the store, flushing it. The listeners' tasks may still be dropping their handles on the store
+/// for a moment after they stopped, so this waits a little for the last reference.
+pub async fn close_store(mut store: Arc<Store>) -> anyhow::Result<()> {
+    for _ in 0..50 {
+        match Arc::try_unwrap(store) {
+            Ok(store) => return store.close().await.context("closing the store"),
+            Err(shared) => store = shared,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Still shared: dropping is safe (everything acknowledged is in the WAL), the next open replays it.
+    tracing::warn!("store still in use at shutdown; it will be recovered from the WAL at the next start");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what `kubectl delete pod` and systemd send).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}
