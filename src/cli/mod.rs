@@ -1,6 +1,7 @@
 //! Command-line surface: one module per subcommand, each with a clap `Args` struct and a `run` function
 //! returning the process exit code.
 
+mod analyze;
 mod analyze_config;
 mod ca;
 mod config;
@@ -38,6 +39,9 @@ pub enum Command {
     /// Analyze mesh configuration: istioctl's checks (IST codes) and meshlens' resilience and security
     /// checks (ML codes).
     AnalyzeConfig(analyze_config::AnalyzeConfigArgs),
+    /// Analyze observed traffic against the mesh configuration: mTLS coverage, route usage, resilience gaps
+    /// and recommendations (ML2xxx findings), from the store or from access-log files (`--logs`).
+    Analyze(analyze::AnalyzeArgs),
     /// Run the bundled Istio-compatible proxy (ingress gateway or mTLS sidecar).
     #[command(subcommand)]
     Proxy(Box<proxy::ProxyCommand>),
@@ -58,6 +62,7 @@ impl Command {
             Command::Config(cmd) => cmd.run(),
             Command::ParseLog(args) => args.run(),
             Command::AnalyzeConfig(args) => analyze_config::run(args),
+            Command::Analyze(args) => analyze::run(args),
             Command::Proxy(cmd) => cmd.run(),
             Command::Ca(cmd) => cmd.run(),
             Command::Query(args) => args.run(),

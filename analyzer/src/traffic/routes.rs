@@ -1,0 +1,703 @@
+//! Route usage: which configured route (VirtualService HTTP route, or Ingress rule for gateway traffic)
+//! each client-side request took, and per route its requests, errors, latency and last use; routes nobody
+//! used, requests the proxies found no route for (NR), requests no configured route matches, and weighted
+//! splits whose observed distribution drifts from the weights.
+//!
+//! A request is attributed to a route by the `route_name` its proxy logged when a route of that name
+//! applies to its host; otherwise by evaluating the route table as Envoy does (first match wins) on what
+//! the log shows: authority, path (without query string), method, source workload and namespace.
+//! Conditions a log does not show (headers, query parameters) never match, so such routes are attributed
+//! only by name.
+
+use super::codes::{ML2004, ML2005, ML2006};
+use super::stats::{Latency, chi_square, chi_square_p_value};
+use super::{TrafficError, TrafficOptions, Window, find_workload, finding, origin_of, rows, workload_label};
+use crate::Finding;
+use chrono::{DateTime, Utc};
+use datafusion::prelude::SessionContext;
+use meshlens_model::mesh::k8s::{HttpIngressPath, Ingress};
+use meshlens_model::mesh::meta::labels_match;
+use meshlens_model::mesh::networking::{HttpMatchRequest, HttpRoute, StringMatch, VirtualService};
+use meshlens_model::mesh::{Kind, MeshConfig, Resource, WorkloadRef, host_matches, resolve_gateway_ref, resolve_host};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// Failures observed on a set of requests, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failures {
+    /// Status 5xx, or no response at all.
+    pub server_errors: u64,
+    /// Of those, 502, 503 or 504 (Envoy's `gateway-error` retry condition).
+    pub gateway_errors: u64,
+    /// Envoy's upstream timeout (UT) or status 504.
+    pub timeouts: u64,
+    /// Retry limit reached (URX).
+    pub retries_exhausted: u64,
+    /// Rejected by circuit breaking (UO).
+    pub overflows: u64,
+    /// Upstream connection failure (UF).
+    pub connect_failures: u64,
+    /// Upstream connection terminated (UC).
+    pub connection_terminations: u64,
+}
+
+impl Failures {
+    pub(super) fn add(&mut self, other: &Failures) {
+        self.server_errors += other.server_errors;
+        self.gateway_errors += other.gateway_errors;
+        self.timeouts += other.timeouts;
+        self.retries_exhausted += other.retries_exhausted;
+        self.overflows += other.overflows;
+        self.connect_failures += other.connect_failures;
+        self.connection_terminations += other.connection_terminations;
+    }
+}
+
+/// SQL aggregates producing [`Failures`]' fields.
+pub(super) const FAILURE_COLUMNS: &str = "
+    SUM(CASE WHEN status IS NULL OR status >= 500 THEN 1 ELSE 0 END) AS server_errors,
+    SUM(CASE WHEN status IN (502, 503, 504) THEN 1 ELSE 0 END) AS gateway_errors,
+    SUM(CASE WHEN status = 504 OR array_has(response_flags, 'UT') THEN 1 ELSE 0 END) AS timeouts,
+    SUM(CASE WHEN array_has(response_flags, 'URX') THEN 1 ELSE 0 END) AS retries_exhausted,
+    SUM(CASE WHEN array_has(response_flags, 'UO') THEN 1 ELSE 0 END) AS overflows,
+    SUM(CASE WHEN array_has(response_flags, 'UF') THEN 1 ELSE 0 END) AS connect_failures,
+    SUM(CASE WHEN array_has(response_flags, 'UC') THEN 1 ELSE 0 END) AS connection_terminations";
+
+/// One configured route.
+#[derive(Debug)]
+pub(super) struct RouteEntry<'a> {
+    /// `VirtualService ns/name "route-name"` or `VirtualService ns/name #2`, `Ingress ns/name host/path`.
+    pub id: String,
+    /// `Kind ns/name` of the resource defining it.
+    pub resource: String,
+    pub origin: Option<String>,
+    /// Hosts, resolved as Istio resolves them in the resource's namespace.
+    pub hosts: Vec<String>,
+    /// `mesh`, `namespace/gateway`, or [`INGRESS`] for Ingress rules.
+    pub gateways: Vec<String>,
+    pub kind: RouteKind<'a>,
+}
+
+#[derive(Debug)]
+pub(super) enum RouteKind<'a> {
+    Http { vs: &'a VirtualService, index: usize, route: &'a HttpRoute },
+    Ingress { path: &'a HttpIngressPath },
+}
+
+/// The pseudo-gateway Ingress rules are bound to: the mesh's ingress gateways serve them.
+const INGRESS: &str = "<ingress>";
+
+impl RouteEntry<'_> {
+    /// The name Envoy logs as `%ROUTE_NAME%` for this route (Istio uses the HTTP route's `name`).
+    fn envoy_name(&self) -> Option<&str> {
+        match &self.kind {
+            RouteKind::Http { route, .. } => route.name.as_deref(),
+            RouteKind::Ingress { .. } => None,
+        }
+    }
+}
+
+/// Every HTTP route of the loaded VirtualServices and Ingresses, in the order Istio evaluates them within
+/// a host (VirtualServices in load order, routes in order).
+pub(super) fn route_table(mesh: &MeshConfig) -> Vec<RouteEntry<'_>> {
+    let mut table = Vec::new();
+    for loaded in mesh.of_kind(Kind::VirtualService) {
+        let Resource::VirtualService(vs) = &loaded.resource else { continue };
+        let namespace = vs.metadata.ns();
+        let hosts: Vec<String> = vs.spec.hosts.iter().map(|h| resolve_host(h, namespace)).collect();
+        let gateways: Vec<String> = if vs.spec.gateways.is_empty() {
+            vec!["mesh".to_owned()]
+        } else {
+            vs.spec.gateways.iter().map(|g| resolve_gateway_ref(g, namespace)).collect()
+        };
+        for (index, route) in vs.spec.http.iter().enumerate() {
+            let rule = route.name.as_ref().map_or_else(|| format!("#{index}"), |n| format!("{n:?}"));
+            table.push(RouteEntry {
+                id: format!("{} {rule}", loaded.resource.reference()),
+                resource: loaded.resource.reference(),
+                origin: Some(origin_of(loaded)),
+                hosts: hosts.clone(),
+                gateways: gateways.clone(),
+                kind: RouteKind::Http { vs, index, route },
+            });
+        }
+    }
+    for loaded in mesh.of_kind(Kind::Ingress) {
+        let Resource::Ingress(ingress) = &loaded.resource else { continue };
+        push_ingress_rules(&mut table, loaded, ingress);
+    }
+    table
+}
+
+fn push_ingress_rules<'a>(
+    table: &mut Vec<RouteEntry<'a>>,
+    loaded: &'a meshlens_model::mesh::LoadedResource,
+    ingress: &'a Ingress,
+) {
+    for rule in &ingress.spec.rules {
+        let host = rule.host.clone().unwrap_or_else(|| "*".to_owned());
+        for path in rule.http.iter().flat_map(|http| &http.paths) {
+            table.push(RouteEntry {
+                id: format!("{} {host}{}", loaded.resource.reference(), path.path.as_deref().unwrap_or("/")),
+                resource: loaded.resource.reference(),
+                origin: Some(origin_of(loaded)),
+                hosts: vec![host.clone()],
+                gateways: vec![INGRESS.to_owned()],
+                kind: RouteKind::Ingress { path },
+            });
+        }
+    }
+}
+
+/// Client-side requests aggregated by what route attribution needs. NR requests never reached a cluster,
+/// so their direction is unknown; they are included whatever it is.
+#[derive(Debug, Deserialize)]
+struct TrafficRow {
+    reporter: String,
+    source_namespace: Option<String>,
+    source_workload: Option<String>,
+    authority: Option<String>,
+    path: Option<String>,
+    method: Option<String>,
+    route_name: Option<String>,
+    destination_service: Option<String>,
+    destination_subset: Option<String>,
+    no_route: bool,
+    requests: u64,
+    #[serde(flatten)]
+    failures: Failures,
+    last_seen: DateTime<Utc>,
+    #[serde(default)]
+    durations: Vec<Option<u64>>,
+}
+
+fn traffic_sql(window: &Window) -> String {
+    format!(
+        "SELECT reporter, source_namespace, source_workload, authority, path, method, route_name,
+                destination_service, destination_subset, array_has(response_flags, 'NR') AS no_route,
+                COUNT(*) AS requests, {FAILURE_COLUMNS},
+                MAX(timestamp) AS last_seen, array_agg(duration_ms) AS durations
+         FROM requests WHERE {} AND (direction = 'outbound' OR array_has(response_flags, 'NR'))
+         GROUP BY reporter, source_namespace, source_workload, authority, path, method, route_name,
+                  destination_service, destination_subset, array_has(response_flags, 'NR')",
+        window.sql()
+    )
+}
+
+/// A destination of a weighted route: configured weight against observed requests.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SplitDestination {
+    pub host: String,
+    pub subset: Option<String>,
+    pub weight: i32,
+    pub observed: u64,
+    /// Share of the requests that reached one of the route's destinations, percent.
+    pub observed_percent: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Split {
+    pub destinations: Vec<SplitDestination>,
+    pub chi_square: f64,
+    pub p_value: f64,
+    /// Every destination expected at least 5 requests, the usual condition for the test to hold.
+    pub enough_samples: bool,
+    pub drift: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteUsage {
+    pub route: String,
+    pub resource: String,
+    pub hosts: Vec<String>,
+    pub gateways: Vec<String>,
+    pub requests: u64,
+    /// Requests attributed by the logged route name (the rest by evaluating the route's matches).
+    pub matched_by_name: u64,
+    pub errors: u64,
+    pub error_rate: f64,
+    pub failures: Failures,
+    pub latency: Option<Latency>,
+    pub last_seen: Option<DateTime<Utc>>,
+    /// Requests by method.
+    pub methods: BTreeMap<String, u64>,
+    /// Requests to hosts this route serves, through any route: evidence that the logs cover the host.
+    pub host_requests: u64,
+    pub split: Option<Split>,
+    /// Index into [`route_table`], for the analyses that read the route's configuration.
+    #[serde(skip)]
+    pub(super) entry: usize,
+}
+
+/// Requests a proxy found no route for (NR).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NoRoute {
+    pub authority: String,
+    pub source: String,
+    pub requests: u64,
+    /// The most frequent path.
+    pub example_path: Option<String>,
+}
+
+/// Requests to a host with routes, none of which matches what the log shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unmatched {
+    pub authority: String,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub requests: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteReport {
+    /// Every configured route, used or not, in route-table order.
+    pub routes: Vec<RouteUsage>,
+    /// Routes without requests in the window.
+    pub unused: Vec<String>,
+    pub no_route: Vec<NoRoute>,
+    /// At most [`MAX_UNMATCHED`], most requests first.
+    pub unmatched: Vec<Unmatched>,
+    /// Requests to hosts that no route configures (Istio's default route).
+    pub default_route_requests: u64,
+}
+
+/// Longest `unmatched` list reported; paths with ids in them would otherwise flood the report.
+pub const MAX_UNMATCHED: usize = 50;
+
+/// What a request looks like to route matching.
+struct Request<'r> {
+    /// `mesh`, or the gateways and [`INGRESS`] for a gateway's records.
+    gateways: Vec<String>,
+    /// The authority's host, as the route's hosts are compared with it.
+    host: String,
+    authority: &'r str,
+    path: &'r str,
+    method: Option<&'r str>,
+    source_namespace: Option<&'r str>,
+    source_labels: Option<&'r BTreeMap<String, String>>,
+}
+
+/// Evaluates route matches, compiling each regex once.
+#[derive(Default)]
+struct Matcher {
+    regexes: HashMap<(String, bool), Option<Regex>>,
+}
+
+impl Matcher {
+    /// Istio's StringMatch: `regex` must match the whole value (RE2 semantics).
+    fn string(&mut self, m: &StringMatch, value: &str, ignore_case: bool) -> bool {
+        let fold = |s: &str| if ignore_case { s.to_ascii_lowercase() } else { s.to_owned() };
+        if let Some(exact) = &m.exact {
+            fold(exact) == fold(value)
+        } else if let Some(prefix) = &m.prefix {
+            fold(value).starts_with(&fold(prefix))
+        } else if let Some(pattern) = &m.regex {
+            let regex = self.regexes.entry((pattern.clone(), ignore_case)).or_insert_with(|| {
+                let flags = if ignore_case { "(?i)" } else { "" };
+                Regex::new(&format!("{flags}^(?:{pattern})$")).ok()
+            });
+            regex.as_ref().is_some_and(|r| r.is_match(value))
+        } else {
+            true
+        }
+    }
+
+    fn request(&mut self, m: &HttpMatchRequest, vs_namespace: &str, request: &Request<'_>) -> bool {
+        // Conditions that access logs do not record.
+        if !m.headers.is_empty() || !m.query_params.is_empty() || !m.without_headers.is_empty() || m.scheme.is_some() {
+            return false;
+        }
+        let uri_ok = m.uri.as_ref().is_none_or(|uri| self.string(uri, request.path, m.ignore_uri_case));
+        let method_ok =
+            m.method.as_ref().is_none_or(|method| request.method.is_some_and(|v| self.string(method, v, false)));
+        let authority_ok = m.authority.as_ref().is_none_or(|a| self.string(a, request.authority, false));
+        let labels_ok = m.source_labels.is_empty()
+            || request.source_labels.is_some_and(|labels| labels_match(&m.source_labels, labels));
+        let namespace_ok = m.source_namespace.as_ref().is_none_or(|ns| request.source_namespace == Some(ns.as_str()));
+        let gateways_ok = m.gateways.is_empty()
+            || m.gateways.iter().any(|g| request.gateways.contains(&resolve_gateway_ref(g, vs_namespace)));
+        uri_ok && method_ok && authority_ok && labels_ok && namespace_ok && gateways_ok
+    }
+
+    fn entry(&mut self, entry: &RouteEntry<'_>, request: &Request<'_>) -> bool {
+        match &entry.kind {
+            RouteKind::Http { vs, route, .. } => {
+                route.matches.is_empty() || route.matches.iter().any(|m| self.request(m, vs.metadata.ns(), request))
+            }
+            RouteKind::Ingress { path } => ingress_path_matches(path, request.path),
+        }
+    }
+}
+
+/// Kubernetes Ingress path semantics: `Exact` compares whole paths, `Prefix` whole path elements;
+/// `ImplementationSpecific` is a prefix for Istio.
+fn ingress_path_matches(rule: &HttpIngressPath, path: &str) -> bool {
+    let wanted = rule.path.as_deref().unwrap_or("/");
+    match rule.path_type.as_deref() {
+        Some("Exact") => path == wanted,
+        Some("Prefix") => {
+            let wanted = wanted.trim_end_matches('/');
+            wanted.is_empty() || path == wanted || path.strip_prefix(wanted).is_some_and(|rest| rest.starts_with('/'))
+        }
+        _ => path.starts_with(wanted),
+    }
+}
+
+/// The host a sidecar's route configuration would look up for an authority: short names are relative
+/// to the client's namespace, `name.namespace` is a service name too.
+fn mesh_host(host: &str, source_namespace: Option<&str>) -> String {
+    match host.split('.').count() {
+        1 => resolve_host(host, source_namespace.unwrap_or("default")),
+        2 => format!("{host}.svc.cluster.local"),
+        3 if host.ends_with(".svc") => format!("{host}.cluster.local"),
+        _ => host.to_owned(),
+    }
+}
+
+/// Strips the port from an authority (`reviews:9080`, `[::1]:80`).
+fn authority_host(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+/// The gateways whose selector picks `workload` (all of them when the workload is unknown).
+fn gateways_of(mesh: &MeshConfig, workload: Option<&WorkloadRef>) -> Vec<String> {
+    let mut gateways: Vec<String> = mesh
+        .of_kind(Kind::Gateway)
+        .filter_map(|loaded| match &loaded.resource {
+            Resource::Gateway(gw) => {
+                let selected = workload.is_none_or(|w| labels_match(&gw.spec.selector, &w.labels));
+                selected.then(|| format!("{}/{}", gw.metadata.ns(), gw.metadata.name))
+            }
+            _ => None,
+        })
+        .collect();
+    gateways.push(INGRESS.to_owned());
+    gateways
+}
+
+/// Where a group of requests went.
+enum Attribution {
+    Route { entry: usize, by_name: bool },
+    NoRoute,
+    Unmatched,
+    Default,
+}
+
+#[derive(Default)]
+struct Accumulator {
+    requests: u64,
+    matched_by_name: u64,
+    failures: Failures,
+    last_seen: Option<DateTime<Utc>>,
+    durations: Vec<f64>,
+    methods: BTreeMap<String, u64>,
+    destinations: BTreeMap<(Option<String>, Option<String>), u64>,
+    host_requests: u64,
+}
+
+/// Runs the analysis over the window.
+pub async fn analyze(
+    ctx: &SessionContext,
+    mesh: &MeshConfig,
+    window: Window,
+    options: &TrafficOptions,
+) -> Result<(RouteReport, Vec<Finding>), TrafficError> {
+    let rows: Vec<TrafficRow> = rows(ctx, &traffic_sql(&window)).await?;
+    let table = route_table(mesh);
+    let workloads = mesh.workloads();
+    let mut matcher = Matcher::default();
+    let mut accumulators: Vec<Accumulator> = table.iter().map(|_| Accumulator::default()).collect();
+    let mut no_route: BTreeMap<(String, String), (u64, BTreeMap<String, u64>)> = BTreeMap::new();
+    let mut unmatched: BTreeMap<(String, Option<String>, Option<String>), u64> = BTreeMap::new();
+    let mut default_route_requests = 0;
+
+    for row in &rows {
+        let source = match (&row.source_namespace, &row.source_workload) {
+            (Some(namespace), Some(name)) => find_workload(&workloads, namespace, name),
+            _ => None,
+        };
+        let authority = row.authority.as_deref().unwrap_or("");
+        let raw_host = authority_host(authority).to_ascii_lowercase();
+        let (gateways, host) = if row.reporter == "gateway" {
+            (gateways_of(mesh, source), raw_host)
+        } else {
+            (vec!["mesh".to_owned()], mesh_host(&raw_host, row.source_namespace.as_deref()))
+        };
+        let path = row.path.as_deref().map_or("/", |p| p.split('?').next().unwrap_or(p));
+        let request = Request {
+            gateways,
+            host,
+            authority,
+            path,
+            method: row.method.as_deref(),
+            source_namespace: row.source_namespace.as_deref(),
+            source_labels: source.map(|w| &w.labels),
+        };
+        let candidates: Vec<usize> = (0..table.len())
+            .filter(|&i| {
+                let entry = &table[i];
+                entry.gateways.iter().any(|g| request.gateways.contains(g))
+                    && entry.hosts.iter().any(|h| host_matches(h, &request.host))
+            })
+            .collect();
+        for &i in &candidates {
+            accumulators[i].host_requests += row.requests;
+        }
+        let by_name = row
+            .route_name
+            .as_deref()
+            .and_then(|name| candidates.iter().copied().find(|&i| table[i].envoy_name() == Some(name)));
+        let attribution = if row.no_route {
+            Attribution::NoRoute
+        } else if let Some(entry) = by_name {
+            Attribution::Route { entry, by_name: true }
+        } else if let Some(entry) = candidates.iter().copied().find(|&i| matcher.entry(&table[i], &request)) {
+            Attribution::Route { entry, by_name: false }
+        } else if candidates.is_empty() {
+            Attribution::Default
+        } else {
+            Attribution::Unmatched
+        };
+        match attribution {
+            Attribution::Route { entry, by_name } => {
+                let acc = &mut accumulators[entry];
+                acc.requests += row.requests;
+                if by_name {
+                    acc.matched_by_name += row.requests;
+                }
+                acc.failures.add(&row.failures);
+                acc.last_seen = acc.last_seen.max(Some(row.last_seen));
+                acc.durations.extend(row.durations.iter().flatten().map(|&d| d as f64));
+                *acc.methods.entry(row.method.clone().unwrap_or_else(|| "-".to_owned())).or_default() += row.requests;
+                *acc.destinations
+                    .entry((row.destination_service.clone(), row.destination_subset.clone()))
+                    .or_default() += row.requests;
+            }
+            Attribution::NoRoute => {
+                let source = workload_label(row.source_namespace.as_deref(), row.source_workload.as_deref());
+                let (requests, paths) = no_route.entry((authority.to_owned(), source)).or_default();
+                *requests += row.requests;
+                *paths.entry(path.to_owned()).or_default() += row.requests;
+            }
+            Attribution::Unmatched => {
+                *unmatched.entry((authority.to_owned(), row.method.clone(), Some(path.to_owned()))).or_default() +=
+                    row.requests;
+            }
+            Attribution::Default => default_route_requests += row.requests,
+        }
+    }
+
+    let mut report = RouteReport {
+        routes: Vec::new(),
+        unused: Vec::new(),
+        no_route: no_route
+            .into_iter()
+            .map(|((authority, source), (requests, paths))| NoRoute {
+                authority,
+                source,
+                requests,
+                example_path: paths.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0))).map(|(p, _)| p),
+            })
+            .collect(),
+        unmatched: Vec::new(),
+        default_route_requests,
+    };
+    let mut unmatched: Vec<Unmatched> = unmatched
+        .into_iter()
+        .map(|((authority, method, path), requests)| Unmatched { authority, method, path, requests })
+        .collect();
+    unmatched.sort_by_key(|u| std::cmp::Reverse(u.requests));
+    unmatched.truncate(MAX_UNMATCHED);
+    report.unmatched = unmatched;
+
+    for (index, (entry, acc)) in table.iter().zip(accumulators).enumerate() {
+        if acc.requests == 0 {
+            report.unused.push(entry.id.clone());
+        }
+        let errors = acc.failures.server_errors;
+        report.routes.push(RouteUsage {
+            route: entry.id.clone(),
+            resource: entry.resource.clone(),
+            hosts: entry.hosts.clone(),
+            gateways: entry.gateways.clone(),
+            requests: acc.requests,
+            matched_by_name: acc.matched_by_name,
+            errors,
+            error_rate: if acc.requests == 0 { 0.0 } else { round4(errors as f64 / acc.requests as f64) },
+            failures: acc.failures,
+            latency: Latency::of(acc.durations),
+            last_seen: acc.last_seen,
+            methods: acc.methods,
+            host_requests: acc.host_requests,
+            split: split(entry, &acc.destinations, options),
+            entry: index,
+        });
+    }
+    let findings = findings(&table, &report);
+    Ok((report, findings))
+}
+
+fn round4(v: f64) -> f64 {
+    (v * 10_000.0).round() / 10_000.0
+}
+
+/// Goodness of fit of the observed split to the configured weights, for routes with two or more weighted
+/// destinations.
+fn split(
+    entry: &RouteEntry<'_>,
+    observed: &BTreeMap<(Option<String>, Option<String>), u64>,
+    options: &TrafficOptions,
+) -> Option<Split> {
+    let RouteKind::Http { vs, route, .. } = &entry.kind else { return None };
+    if route.route.len() < 2 || route.route.iter().any(|d| d.weight.is_none_or(|w| w < 0)) {
+        return None;
+    }
+    let namespace = vs.metadata.ns();
+    let mut destinations: Vec<SplitDestination> = route
+        .route
+        .iter()
+        .map(|d| {
+            let host = resolve_host(&d.destination.host, namespace);
+            let count = observed.get(&(Some(host.clone()), d.destination.subset.clone())).copied().unwrap_or(0);
+            SplitDestination {
+                host,
+                subset: d.destination.subset.clone(),
+                weight: d.weight.unwrap_or(0),
+                observed: count,
+                observed_percent: 0.0,
+            }
+        })
+        .collect();
+    let total: u64 = destinations.iter().map(|d| d.observed).sum();
+    let weight_sum: i32 = destinations.iter().map(|d| d.weight).sum();
+    if weight_sum <= 0 {
+        return None;
+    }
+    for d in &mut destinations {
+        d.observed_percent = if total == 0 { 0.0 } else { (d.observed as f64 * 1000.0 / total as f64).round() / 10.0 };
+    }
+    let counts: Vec<u64> = destinations.iter().map(|d| d.observed).collect();
+    let shares: Vec<f64> = destinations.iter().map(|d| f64::from(d.weight)).collect();
+    let statistic = chi_square(&counts, &shares);
+    let cells = shares.iter().filter(|s| **s > 0.0).count() as u32;
+    let p_value = chi_square_p_value(statistic, cells.saturating_sub(1));
+    let enough_samples =
+        total > 0 && shares.iter().filter(|s| **s > 0.0).all(|s| total as f64 * s / f64::from(weight_sum) >= 5.0);
+    Some(Split {
+        destinations,
+        chi_square: (statistic * 1000.0).round() / 1000.0,
+        p_value: significant(p_value),
+        enough_samples,
+        drift: enough_samples && p_value < options.drift_p_value,
+    })
+}
+
+/// Four significant digits, so that reports do not show floating-point noise.
+fn significant(v: f64) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    let magnitude = 10f64.powi(3 - v.abs().log10().floor() as i32);
+    (v * magnitude).round() / magnitude
+}
+
+fn describe_split(destinations: &[SplitDestination], value: impl Fn(&SplitDestination) -> String) -> String {
+    destinations
+        .iter()
+        .map(|d| {
+            let name = meshlens_model::names::service_fqdn_parts(&d.host).map_or(d.host.as_str(), |(name, _)| name);
+            match &d.subset {
+                Some(subset) => format!("{name}/{subset} {}", value(d)),
+                None => format!("{name} {}", value(d)),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn findings(table: &[RouteEntry<'_>], report: &RouteReport) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for usage in &report.routes {
+        let entry = &table[usage.entry];
+        let rule = entry.id.strip_prefix(&entry.resource).map_or(entry.id.as_str(), str::trim_start);
+        if usage.requests == 0 && usage.host_requests > 0 {
+            let message = format!(
+                "HTTP route {rule} received no requests in the window while its host received {}.",
+                usage.host_requests
+            );
+            out.push(finding(&ML2004, entry.resource.clone(), entry.origin.clone(), message));
+        }
+        if let Some(split) = usage.split.as_ref().filter(|s| s.drift) {
+            let observed: u64 = split.destinations.iter().map(|d| d.observed).sum();
+            let message = format!(
+                "HTTP route {rule} splits {}, but {observed} requests were split {} (chi-square p = {:.1e}).",
+                describe_split(&split.destinations, |d| format!("{}%", d.weight)),
+                describe_split(&split.destinations, |d| format!("{}%", d.observed_percent)),
+                split.p_value
+            );
+            out.push(finding(&ML2006, entry.resource.clone(), entry.origin.clone(), message));
+        }
+    }
+    let mut by_authority: BTreeMap<&str, Vec<&NoRoute>> = BTreeMap::new();
+    for nr in &report.no_route {
+        by_authority.entry(nr.authority.as_str()).or_default().push(nr);
+    }
+    for (authority, entries) in by_authority {
+        let total: u64 = entries.iter().map(|e| e.requests).sum();
+        let sources: Vec<String> = entries.iter().map(|e| format!("{} ({})", e.source, e.requests)).collect();
+        let message = format!("{total} requests to {authority} got no route (NR) from {}.", sources.join(", "));
+        out.push(finding(&ML2005, format!("Host {}", authority_host(authority)), None, message));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(path: &str, path_type: &str) -> HttpIngressPath {
+        HttpIngressPath { path: Some(path.to_owned()), path_type: Some(path_type.to_owned()), ..Default::default() }
+    }
+
+    #[test]
+    fn ingress_paths_follow_kubernetes_semantics() {
+        assert!(ingress_path_matches(&path("/api", "Prefix"), "/api/v1"));
+        assert!(ingress_path_matches(&path("/api/", "Prefix"), "/api"));
+        assert!(!ingress_path_matches(&path("/api", "Prefix"), "/apiv2"));
+        assert!(ingress_path_matches(&path("/", "Prefix"), "/anything"));
+        assert!(!ingress_path_matches(&path("/api", "Exact"), "/api/"));
+    }
+
+    #[test]
+    fn hosts_resolve_like_a_sidecar() {
+        assert_eq!(mesh_host("reviews", Some("shop")), "reviews.shop.svc.cluster.local");
+        assert_eq!(mesh_host("reviews.shop", None), "reviews.shop.svc.cluster.local");
+        assert_eq!(mesh_host("reviews.shop.svc", None), "reviews.shop.svc.cluster.local");
+        assert_eq!(mesh_host("api.example.com", None), "api.example.com");
+        assert_eq!(authority_host("reviews:9080"), "reviews");
+        assert_eq!(authority_host("reviews"), "reviews");
+    }
+
+    #[test]
+    fn regex_matches_are_anchored_and_bad_regexes_never_match() {
+        let mut matcher = Matcher::default();
+        let m = |regex: &str| StringMatch { regex: Some(regex.to_owned()), ..Default::default() };
+        assert!(matcher.string(&m("/api/v[0-9]+"), "/api/v2", false));
+        assert!(!matcher.string(&m("/api/v[0-9]+"), "/api/v2/users", false));
+        assert!(!matcher.string(&m("(unclosed"), "(unclosed", false));
+        let exact = StringMatch { exact: Some("/Login".into()), ..Default::default() };
+        assert!(matcher.string(&exact, "/login", true));
+        assert!(!matcher.string(&exact, "/login", false));
+    }
+
+    #[test]
+    fn significant_digits() {
+        assert_eq!(significant(0.000_123_456), 0.000_123_5);
+        assert_eq!(significant(0.5), 0.5);
+        assert_eq!(significant(0.0), 0.0);
+    }
+}
