@@ -182,3 +182,37 @@ fn every_recommendation_patch_loads_as_mesh_configuration() {
         assert!(output.status.success(), "patch does not load:\n{patch}\n{}", String::from_utf8_lossy(&output.stdout));
     }
 }
+
+#[test]
+fn the_store_gives_the_same_analysis_as_the_log_files() {
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases/timeout-recommendation");
+    let data = tempfile::tempdir().expect("temp dir");
+    let meshlens = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_meshlens")).current_dir(&case).args(args).output().expect("run meshlens")
+    };
+    for (workload, file) in [("shop/frontend-0", "shop__frontend-0.log"), ("shop/pricing-0", "shop__pricing-0.log")] {
+        let data_dir = data.path().to_str().expect("utf-8 path");
+        let output =
+            meshlens(&["import", "--data-dir", data_dir, "--mesh-config", "config.yaml", "--workload", workload, file]);
+        assert!(output.status.success(), "import {file}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    // The logs are from 2025; a window reaching back far enough from now covers them.
+    let output = meshlens(&[
+        "analyze",
+        "-f",
+        "config.yaml",
+        "-o",
+        "json",
+        "--window",
+        "1000000h",
+        "--data-dir",
+        data.path().to_str().expect("utf-8 path"),
+    ]);
+    assert!(matches!(output.status.code(), Some(0 | 1)), "{}", String::from_utf8_lossy(&output.stderr));
+    let from_store: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let from_logs = run(&case).expect("--logs run");
+    for section in ["findings", "mtls", "recommendations"] {
+        assert_eq!(from_store[section], from_logs[section], "{section} differs between the store and --logs");
+    }
+    assert_eq!(from_store["routes"]["routes"], from_logs["routes"]["routes"]);
+}

@@ -43,12 +43,12 @@ pub struct AnalyzeArgs {
     logs: Vec<String>,
 
     /// Store data directory (read-only; works next to a running collector).
-    #[arg(long, value_name = "DIR", default_value = "./meshlens-data")]
+    #[arg(long, value_name = "DIR", env = "MESHLENS_DATA_DIR", default_value = "./meshlens-data")]
     data_dir: PathBuf,
 
     /// Store catalog database, when not the SQLite file in the data directory (`postgres://...`,
     /// `sqlite:PATH`).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", env = "MESHLENS_DATABASE_URL")]
     database_url: Option<String>,
 
     /// Length of the window analyzed (`30m`, `1h`, `7d` as `168h`): it ends now for the store, and at the
@@ -226,7 +226,8 @@ fn parse_log_spec(spec: &str) -> (Option<ProxyIdentity>, PathBuf) {
     (from_name, path)
 }
 
-/// The writer's workload (a Deployment, or a Pod named after it) and whether a Gateway selects it: a
+/// The writer's workload (a Deployment, or a Pod named after it) and whether it is a gateway: a Gateway
+/// selects it, or it carries `istio: ingressgateway`, the label Istio's Ingress support selects. A
 /// gateway's requests are reported as the gateway's.
 fn writer(mesh: &MeshConfig, workloads: &[WorkloadRef], mut identity: ProxyIdentity) -> Writer {
     let workload = workloads
@@ -238,10 +239,11 @@ fn writer(mesh: &MeshConfig, workloads: &[WorkloadRef], mut identity: ProxyIdent
         })
         .cloned();
     identity.gateway = workload.as_ref().is_some_and(|w| {
-        mesh.of_kind(Kind::Gateway).any(|loaded| match &loaded.resource {
-            Resource::Gateway(gw) => !gw.spec.selector.is_empty() && labels_match(&gw.spec.selector, &w.labels),
-            _ => false,
-        })
+        w.labels.get("istio").is_some_and(|v| v == "ingressgateway")
+            || mesh.of_kind(Kind::Gateway).any(|loaded| match &loaded.resource {
+                Resource::Gateway(gw) => !gw.spec.selector.is_empty() && labels_match(&gw.spec.selector, &w.labels),
+                _ => false,
+            })
     });
     Writer { identity, workload }
 }

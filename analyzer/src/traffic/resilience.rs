@@ -376,13 +376,13 @@ pub async fn analyze(
 /// them.
 fn non_idempotent_retries(mesh: &MeshConfig, retry_rows: &[RetryRow]) -> Vec<Finding> {
     let mut out = Vec::new();
+    let table = route_table(mesh);
     for row in retry_rows {
         let Some(method) = row.method.as_deref().filter(|m| matches!(*m, "POST" | "PATCH")) else { continue };
         if row.retries.retried == 0 {
             continue;
         }
         let host = row.destination_service.as_str();
-        let table = route_table(mesh);
         let policy = table.iter().find_map(|entry| {
             let RouteKind::Http { route, .. } = &entry.kind else { return None };
             if !entry.gateways.iter().any(|g| g == "mesh")
