@@ -1,7 +1,7 @@
 //! Recommendations computed from observed traffic, each with its formula, the evidence it used, a
 //! confidence from the sample size, and the resource to apply (YAML):
 //!
-//! - **timeout** for a route without one (or with one below what the callee needs): the callee's
+//! - **timeout** for a route without one (or with one below the callee's p99.9): the callee's
 //!   server-side p99.9 latency × margin (1.5 by default), rounded up to a readable value. p99.9 accepts one
 //!   false timeout in a thousand requests; the margin absorbs drift between the window and tomorrow.
 //! - **retries** for a route whose callee failed transiently (connection failures, server errors other
@@ -128,7 +128,11 @@ pub async fn analyze(
         let Some(patched_route) = patched.spec.http.get_mut(*index) else { continue };
 
         let timeout = timeout_for(&callee, options.timeout_margin);
-        if route.timeout.is_none_or(|t| t != Duration::ZERO && t < timeout.value) {
+        // A configured timeout is left alone unless it cuts off more than one response in a thousand:
+        // moving it to a slightly different computed value would only churn configuration. `0s` disables
+        // the timeout on purpose.
+        let too_tight = |t: Duration| t != Duration::ZERO && t.as_millis_f64() < callee.p999_ms;
+        if route.timeout.is_none_or(too_tight) {
             patched_route.timeout = Some(timeout.value);
             out.push((timeout.recommendation(&usage.route, &service, route.timeout), key.clone()));
         }
