@@ -78,3 +78,28 @@ async fn an_empty_table_gives_an_empty_report() {
     assert!(report.findings.is_empty() && report.recommendations.is_empty());
     assert!(report.routes.routes.is_empty());
 }
+
+#[tokio::test]
+async fn port_level_modes_apply_to_the_workload_port_not_the_service_port() {
+    let mut report = LoadReport::default();
+    report.parse_str(
+        "mesh.yaml",
+        &format!(
+            "{MESH}---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+             metadata: {{name: cart, namespace: shop}}\n\
+             spec: {{selector: {{matchLabels: {{app: cart}}}}, mtls: {{mode: STRICT}}, portLevelMtls: {{8080: {{mode: PERMISSIVE}}}}}}\n\
+             ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: cart-0, namespace: shop, labels: {{app: cart}}}}\n"
+        ),
+    );
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let mesh = MeshConfig::new(report.resources);
+    let [_, mut server] = pair(0, "a", Mtls::Plaintext);
+    // The service port (80) is what the record's destination_port says; the workload listens on 8080.
+    server.destination_port = Some(80);
+    server.upstream_cluster = Some("inbound|8080||".to_owned());
+    let ctx = traffic::requests_context(&[server]).expect("requests table");
+    let window = Window { start: at(0), end: at(60) };
+    let report = traffic::analyze(&ctx, &mesh, window, &TrafficOptions::default()).await.expect("analysis runs");
+    let codes: Vec<&str> = report.findings.iter().map(|f| f.code.as_str()).collect();
+    assert_eq!(codes, ["ML2002"], "port 8080 is PERMISSIVE: plaintext there is a risk, not a violation");
+}

@@ -16,7 +16,7 @@ use meshlens_model::mesh::meta::labels_match;
 use meshlens_model::mesh::networking::ClientTlsMode;
 use meshlens_model::mesh::security::MtlsMode;
 use meshlens_model::mesh::{Kind, MeshConfig, WorkloadRef};
-use meshlens_model::names::service_fqdn_parts;
+use meshlens_model::names::{ClusterDirection, ClusterName, service_fqdn_parts};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -115,7 +115,9 @@ struct EdgeRow {
     destination_service: Option<String>,
     destination_namespace: Option<String>,
     destination_workload: Option<String>,
-    workload_port: Option<u16>,
+    /// The server's inbound cluster (`inbound|8080||`): its port is the workload port that
+    /// PeerAuthentication `portLevelMtls` is keyed by (the SNI and `destination_port` carry the service port).
+    server_cluster: Option<String>,
     mtls: String,
     resolved: u64,
     requests: u64,
@@ -130,7 +132,7 @@ fn pairing_sql(window: &Window) -> String {
             FROM requests WHERE {window} AND direction = 'outbound' AND destination_service IS NOT NULL
         ), server AS (
             SELECT request_id, source_namespace, source_workload, destination_service, destination_namespace,
-                   destination_workload, destination_port, downstream_remote_address, mtls
+                   destination_workload, upstream_cluster, downstream_remote_address, mtls
             FROM requests WHERE {window} AND direction = 'inbound'
         )
         SELECT COALESCE(client.source_namespace, server.source_namespace) AS source_namespace,
@@ -140,7 +142,7 @@ fn pairing_sql(window: &Window) -> String {
                COALESCE(server.destination_service, client.destination_service) AS destination_service,
                COALESCE(server.destination_namespace, client.destination_namespace) AS destination_namespace,
                COALESCE(server.destination_workload, client.destination_workload) AS destination_workload,
-               server.destination_port AS workload_port,
+               server.upstream_cluster AS server_cluster,
                COALESCE(NULLIF(server.mtls, 'unknown'), NULLIF(client.mtls, 'unknown'), 'unknown') AS mtls,
                SUM(CASE WHEN client.mtls = 'unknown' AND server.mtls IN ('mutual', 'plaintext') THEN 1 ELSE 0 END)
                    AS resolved,
@@ -171,6 +173,12 @@ fn mode_rank(mode: MtlsMode) -> u8 {
 /// The effective PeerAuthentication mode where an edge's requests arrive: the named destination workload
 /// when the records say, else every workload the destination Service selects, else its namespace.
 fn configured_mode(mesh: &MeshConfig, workloads: &[WorkloadRef], row: &EdgeRow) -> MtlsMode {
+    let port = row
+        .server_cluster
+        .as_deref()
+        .and_then(|c| c.parse::<ClusterName>().ok())
+        .filter(|c| c.direction == ClusterDirection::Inbound)
+        .map(|c| c.port);
     let named = match (&row.destination_namespace, &row.destination_workload) {
         (Some(ns), Some(name)) => find_workload(workloads, ns, name),
         _ => None,
@@ -191,11 +199,11 @@ fn configured_mode(mesh: &MeshConfig, workloads: &[WorkloadRef], row: &EdgeRow) 
             .as_deref()
             .or_else(|| row.destination_service.as_deref().and_then(service_fqdn_parts).map(|(_, ns)| ns))
             .unwrap_or("default");
-        return mesh.peer_authentication_mode(namespace, &BTreeMap::new(), row.workload_port);
+        return mesh.peer_authentication_mode(namespace, &BTreeMap::new(), port);
     }
     targets
         .into_iter()
-        .map(|w| mesh.peer_authentication_mode(&w.namespace, &w.labels, row.workload_port))
+        .map(|w| mesh.peer_authentication_mode(&w.namespace, &w.labels, port))
         .min_by_key(|mode| mode_rank(*mode))
         .unwrap_or(MtlsMode::Permissive)
 }
