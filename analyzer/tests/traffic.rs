@@ -103,3 +103,31 @@ async fn port_level_modes_apply_to_the_workload_port_not_the_service_port() {
     let codes: Vec<&str> = report.findings.iter().map(|f| f.code.as_str()).collect();
     assert_eq!(codes, ["ML2002"], "port 8080 is PERMISSIVE: plaintext there is a risk, not a violation");
 }
+
+#[tokio::test]
+async fn extreme_durations_do_not_break_recommendations() {
+    let mut report = LoadReport::default();
+    report.parse_str(
+        "mesh.yaml",
+        &format!(
+            "{MESH}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+             metadata: {{name: cart, namespace: shop}}\n\
+             spec: {{hosts: [cart], http: [{{route: [{{destination: {{host: cart}}}}], timeout: 1s}}]}}\n"
+        ),
+    );
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let mesh = MeshConfig::new(report.resources);
+    let mut records = Vec::new();
+    for (i, duration) in [u64::MAX, u64::MAX - 1, 0].into_iter().enumerate() {
+        let [mut client, mut server] = pair(i as i64, &format!("r{i}"), Mtls::Mutual);
+        client.status = Some(503);
+        client.authority = Some("cart".to_owned());
+        (client.duration_ms, server.duration_ms) = (Some(duration), Some(duration));
+        records.extend([client, server]);
+    }
+    let ctx = traffic::requests_context(&records).expect("requests table");
+    let window = Window { start: at(0), end: at(60) };
+    let report = traffic::analyze(&ctx, &mesh, window, &TrafficOptions::default()).await.expect("analysis runs");
+    let kinds: Vec<String> = report.recommendations.iter().map(|r| format!("{:?}", r.kind)).collect();
+    assert_eq!(kinds, ["Timeout", "Retries", "OutlierDetection"], "{:#?}", report.recommendations);
+}

@@ -161,7 +161,8 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
             let end = Utc::now();
-            let window = Window { start: end - window_length.unwrap_or(DEFAULT_WINDOW), end };
+            let start = end.checked_sub_signed(window_length.unwrap_or(DEFAULT_WINDOW)).unwrap_or(DateTime::UNIX_EPOCH);
+            let window = Window { start, end };
             Ok::<_, anyhow::Error>(traffic::analyze(&store.session_context(), &mesh, window, &options).await?)
         } else {
             let records = read_logs(&args.logs, &mesh, &mut skipped)?;
@@ -198,8 +199,9 @@ fn logs_window(records: &[RequestRecord], length: Option<TimeDelta>) -> Window {
     let first = records.iter().map(|r| r.timestamp).min().unwrap_or(DateTime::UNIX_EPOCH);
     let last = records.iter().map(|r| r.timestamp).max().unwrap_or(DateTime::UNIX_EPOCH);
     // The end is exclusive: one microsecond (the store's resolution) past the last record.
-    let end = last + TimeDelta::microseconds(1);
-    Window { start: length.map_or(first, |length| end - length), end }
+    let end = last.checked_add_signed(TimeDelta::microseconds(1)).unwrap_or(last);
+    let start = length.map_or(first, |length| end.checked_sub_signed(length).unwrap_or(DateTime::UNIX_EPOCH));
+    Window { start, end }
 }
 
 /// The proxy that wrote a log file: its identity for the collector's attribution rules, and its workload

@@ -146,13 +146,13 @@ pub async fn analyze(
             // The route timeout bounds all tries together (ML1003): make room for them.
             let tries = u32::try_from(retry.policy.attempts).unwrap_or(0) + 1;
             let mut recommendation = retry.recommendation(&usage.route, &service, route.retries.as_ref());
-            if let (Some(per_try), Some(current)) = (retry.policy.per_try_timeout, patched_route.timeout) {
-                let needed = Duration::from(per_try.as_std() * tries);
-                if current < needed {
-                    patched_route.timeout = Some(needed);
-                    let note = format!("route timeout raised from {current} to {needed} to fit {tries} tries");
-                    recommendation.note = Some(recommendation.note.map_or(note.clone(), |n| format!("{n}; {note}")));
-                }
+            if let (Some(per_try), Some(current)) = (retry.policy.per_try_timeout, patched_route.timeout)
+                && let Some(needed) = per_try.as_std().checked_mul(tries).map(Duration::from)
+                && current < needed
+            {
+                patched_route.timeout = Some(needed);
+                let note = format!("route timeout raised from {current} to {needed} to fit {tries} tries");
+                recommendation.note = Some(recommendation.note.map_or(note.clone(), |n| format!("{n}; {note}")));
             }
             out.push((recommendation, key.clone()));
         }
