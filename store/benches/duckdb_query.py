@@ -20,7 +20,8 @@ GROUP BY 1, 2
 """
 con = duckdb.connect()
 edges = len(con.execute(query).fetchall())  # warm-up, as on the store side
-print(f"  DuckDB {duckdb.__version__}, {con.execute('SELECT current_setting(''threads'')').fetchone()[0]} threads, {edges} edges", file=sys.stderr)
+threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+print(f"  DuckDB {duckdb.__version__}, {threads} threads, {edges} edges", file=sys.stderr)
 times = []
 for _ in range(runs):
     start = time.perf_counter()

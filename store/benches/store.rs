@@ -11,10 +11,8 @@
 use meshlens_store::arrow::array::RecordBatch;
 use meshlens_store::schema::requests_to_batch;
 use meshlens_store::synth::RequestGenerator;
-use meshlens_store::{Store, StoreConfig, Table};
+use meshlens_store::{Store, StoreConfig, Table, WalCompression, parquet_writer_properties};
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,7 +59,7 @@ fn main() -> anyhow::Result<()> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let store_dir = work.path().join("store");
-    let (store_time, flushes, wal_syncs) = runtime.block_on(append_through_store(&store_dir, &batches))?;
+    let (store_time, flushes, wal_syncs, wal_bytes) = runtime.block_on(append_through_store(&store_dir, &batches))?;
     let raw_dir = work.path().join("raw");
     let raw_time = write_raw_parquet(&raw_dir, &batches)?;
     let store_rate = rate(rows, store_time);
@@ -69,9 +67,10 @@ fn main() -> anyhow::Result<()> {
     println!();
     println!("(a) ingest");
     println!(
-        "  store, durable append + flush : {:>8.2}s  {:>10.0} records/s  ({flushes} flushes, {wal_syncs} WAL fsyncs)",
+        "  store, durable append + flush : {:>8.2}s  {:>10.0} records/s  ({flushes} flushes, {wal_syncs} WAL fsyncs, {} MB WAL)",
         store_time.as_secs_f64(),
-        store_rate
+        store_rate,
+        wal_bytes >> 20
     );
     println!("  raw Parquet, no WAL           : {:>8.2}s  {:>10.0} records/s", raw_time.as_secs_f64(), raw_rate);
     println!(
@@ -98,8 +97,15 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn append_through_store(dir: &Path, batches: &[RecordBatch]) -> anyhow::Result<(Duration, u64, u64)> {
-    let config = StoreConfig { memory_budget_rows: 1_048_576, ..StoreConfig::new(dir) };
+async fn append_through_store(dir: &Path, batches: &[RecordBatch]) -> anyhow::Result<(Duration, u64, u64, u64)> {
+    let wal_compression = match std::env::var("MESHLENS_BENCH_WAL_COMPRESSION").as_deref() {
+        Ok("none") => WalCompression::None,
+        Ok("zstd") => WalCompression::Zstd,
+        Ok("lz4") | Err(_) => WalCompression::Lz4,
+        Ok(other) => anyhow::bail!("MESHLENS_BENCH_WAL_COMPRESSION={other}: expected none, lz4 or zstd"),
+    };
+    println!("store config: defaults, memory budget 1048576 rows, WAL compression {wal_compression:?}");
+    let config = StoreConfig { memory_budget_rows: 1_048_576, wal_compression, ..StoreConfig::new(dir) };
     let store = Arc::new(Store::open(config).await?);
     let t = Instant::now();
     let mut tasks = Vec::new();
@@ -127,18 +133,14 @@ async fn append_through_store(dir: &Path, batches: &[RecordBatch]) -> anyhow::Re
     let elapsed = t.elapsed();
     let stats = store.stats();
     Arc::into_inner(store).ok_or_else(|| anyhow::anyhow!("store still shared"))?.close().await?;
-    Ok((elapsed, stats.flushes, stats.wal_syncs))
+    Ok((elapsed, stats.flushes, stats.wal_syncs, stats.wal_bytes))
 }
 
-/// The same batches straight to Parquet: same compression and statistics, one file per default flush
-/// size, no WAL, no sort, no catalog.
+/// The same batches straight to Parquet: the store's writer settings, one file per default flush size,
+/// no WAL, no sort, no catalog.
 fn write_raw_parquet(dir: &Path, batches: &[RecordBatch]) -> anyhow::Result<Duration> {
     std::fs::create_dir_all(dir)?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(StoreConfig::default().row_group_rows))
-        .build();
+    let props = parquet_writer_properties(Table::Requests, StoreConfig::default().row_group_rows)?;
     let rows_per_file = StoreConfig::default().flush_rows;
     let t = Instant::now();
     let mut file_index = 0;
@@ -188,6 +190,7 @@ fn duckdb_median(glob: &Path) -> anyhow::Result<Duration> {
     if !out.status.success() {
         anyhow::bail!("duckdb script failed: {}", String::from_utf8_lossy(&out.stderr));
     }
+    print!("{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout)?;
     let seconds: f64 = stdout.trim().lines().last().unwrap_or_default().trim().parse()?;
     Ok(Duration::from_secs_f64(seconds))

@@ -18,6 +18,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
@@ -26,13 +27,33 @@ pub(crate) const HOUR_MICROS: i64 = 3_600_000_000;
 pub(crate) const PARQUET_DIR: &str = "parquet";
 const TMP_SUFFIX: &str = ".tmp";
 
-/// Writer settings: zstd level 1 (most of zstd's ratio at a fraction of its CPU), page-level statistics
-/// so the reader can skip pages and row groups by time or any other column, and the sort order recorded
-/// in the footer.
-fn writer_properties(table: Table, row_group_rows: usize) -> Result<WriterProperties> {
+/// Columns whose values are (nearly) all distinct. Dictionary encoding only costs CPU on them: the
+/// dictionary overflows and the writer falls back to plain encoding anyway.
+const HIGH_CARDINALITY: [&str; 8] = [
+    "timestamp",
+    "request_id",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "downstream_remote_address",
+    "start_time",
+    "end_time",
+];
+
+/// The Parquet writer settings of the store: zstd level 1 (most of zstd's ratio at a fraction of its
+/// CPU), page-level statistics so readers skip pages and row groups by time or any other column, no
+/// dictionary for high-cardinality columns, and the time sort order recorded in the footer. Public so
+/// that benchmarks and exports write identical files.
+pub fn parquet_writer_properties(table: Table, row_group_rows: usize) -> Result<WriterProperties> {
     let level = ZstdLevel::try_new(1).map_err(|cause| StoreError::Parquet { path: PathBuf::new(), cause })?;
     let time_index = table.schema().index_of(table.time_column()).map_err(arrow_err("locating the time column"))?;
-    Ok(WriterProperties::builder()
+    let mut builder = WriterProperties::builder();
+    for field in table.schema().fields() {
+        if HIGH_CARDINALITY.contains(&field.name().as_str()) {
+            builder = builder.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+        }
+    }
+    Ok(builder
         .set_compression(Compression::ZSTD(level))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(row_group_rows))
@@ -68,7 +89,7 @@ pub(crate) fn write_table(
     let time_index = schema.index_of(table.time_column()).map_err(arrow_err("locating the time column"))?;
     let sorted = sort_by_time(merged, time_index)?;
     let times = sorted.column(time_index).as_primitive::<TimestampMicrosecondType>().clone();
-    let props = writer_properties(table, row_group_rows)?;
+    let props = parquet_writer_properties(table, row_group_rows)?;
 
     let mut written: Vec<NewFile> = Vec::new();
     let mut start = 0;

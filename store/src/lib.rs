@@ -31,8 +31,9 @@ pub mod synth;
 mod wal;
 
 pub use catalog::{Catalog, FileEntry};
-pub use config::StoreConfig;
+pub use config::{StoreConfig, WalCompression};
 pub use error::{Result, StoreError};
+pub use flush::parquet_writer_properties;
 pub use query::read_only_sql_options;
 pub use retention::RetentionReport;
 pub use schema::Table;

@@ -482,7 +482,9 @@ impl Store {
             Ok(b) => b.num_rows(),
             Err(_) => 0,
         };
-        let prepared = batch.and_then(|batch| wal::encode_payload(&batch).map(|payload| (batch, payload)));
+        let prepared = batch.and_then(|batch| {
+            wal::encode_payload(&batch, self.shared.config.wal_compression).map(|payload| (batch, payload))
+        });
         let (batch, payload) = match prepared {
             Ok(p) => p,
             Err(e) => {
@@ -490,6 +492,13 @@ impl Store {
                 return Err(e);
             }
         };
+        if payload.len() > wal::MAX_PAYLOAD_BYTES {
+            self.shared.release(rows);
+            return Err(StoreError::WalWrite(format!(
+                "a batch of {rows} rows encodes to {} bytes, more than one WAL record holds; append it in parts",
+                payload.len()
+            )));
+        }
         let Some(tx) = &self.wal_tx else {
             self.shared.release(rows);
             return Err(StoreError::ReadOnly);
