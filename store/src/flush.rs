@@ -1,7 +1,8 @@
 //! Turning buffered rows into Parquet files.
 //!
-//! Rows of one flush are sorted by the table's time column and cut at hour boundaries; each hour becomes
-//! `parquet/<table>/<YYYY-MM-DD>/<HH>/<wal seq>.parquet`. The flush's WAL sequence number names the file,
+//! Rows of one flush are ordered by the table's time column and cut at hour boundaries; each hour becomes
+//! `parquet/<table>/<YYYY-MM-DD>/<HH>/<wal seq>-<part>.parquet` (one part, or several encoded in parallel
+//! when the hour holds more than a row group per core). The flush's WAL sequence number names the files,
 //! so a retried flush of the same rows overwrites rather than duplicates. Files are written under a
 //! temporary name, fsynced and renamed; they become visible only when the catalog commit that lists
 //! them succeeds (see `Shared::flush`).
