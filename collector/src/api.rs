@@ -1,5 +1,5 @@
-//! The API listener's router. Today it serves the probes and the self-metrics; the REST API (`/api/v1`)
-//! is meant to be added to [`router`] (its state already holds the store).
+//! The API listener's own routes: the probes and the self-metrics. The REST API (`/api/v1`, crate
+//! `meshlens-api`) is merged beside them by [`crate::server::start`]; probes stay unauthenticated.
 
 use crate::internal_events::Telemetry;
 use axum::Router;

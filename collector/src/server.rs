@@ -53,8 +53,14 @@ pub fn http_router(ctx: SourceContext) -> Router {
 }
 
 /// Binds every enabled listener, then starts serving. Binding first means a port conflict fails start-up
-/// before any listener accepts data.
-pub async fn start(listeners: Listeners, ctx: SourceContext, api_state: ApiState) -> io::Result<Server> {
+/// before any listener accepts data. The API listener serves the probes and metrics ([`api::router`])
+/// merged with `api_routes` (the REST API, built by a crate above the collector).
+pub async fn start(
+    listeners: Listeners,
+    ctx: SourceContext,
+    api_state: ApiState,
+    api_routes: Router,
+) -> io::Result<Server> {
     async fn bind(name: &str, addr: Option<SocketAddr>) -> io::Result<Option<TcpListener>> {
         let Some(addr) = addr else { return Ok(None) };
         TcpListener::bind(addr)
@@ -106,7 +112,7 @@ pub async fn start(listeners: Listeners, ctx: SourceContext, api_state: ApiState
     }
     if let Some(listener) = api_listener {
         let signal = stopped(shutdown.subscribe());
-        let router = api::router(api_state.clone());
+        let router = api::router(api_state.clone()).merge(api_routes);
         tasks.spawn(async move {
             let result = axum::serve(listener, router).with_graceful_shutdown(signal).await;
             ("api", result.map_err(|e| e.to_string()))

@@ -1,7 +1,7 @@
 //! `meshlens import`: access-log files (e.g. `kubectl logs POD -c istio-proxy`) into the store, through the
 //! same conversion, attribution and ingest path as the collector's `POST /v1/accesslogs`.
 
-use super::serve::{StoreArgs, close_store, load_attributor};
+use super::serve::{StoreArgs, attributor_for, close_store, load_mesh_config};
 use anyhow::Context;
 use meshlens_collector::attribution::{Attributor, ProxyIdentity};
 use meshlens_collector::ingest::{Ingest, IngestError, Outcome};
@@ -41,9 +41,10 @@ pub struct ImportArgs {
     #[command(flatten)]
     store: StoreArgs,
 
-    /// Mesh configuration whose Pods and WorkloadEntries name the peers of records by IP address.
-    #[arg(long, value_name = "PATH")]
-    mesh_config: Vec<PathBuf>,
+    /// Mesh configuration (files or directories) whose Pods and WorkloadEntries name the peers of records
+    /// by IP address.
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
+    paths: Vec<PathBuf>,
 
     /// Access-log files; `-` reads stdin.
     #[arg(value_name = "FILE", required = true)]
@@ -67,7 +68,7 @@ impl ImportArgs {
     }
 
     async fn import(self) -> anyhow::Result<ExitCode> {
-        let attributor = load_attributor(&self.mesh_config)?;
+        let attributor = attributor_for(&load_mesh_config(&self.paths)?);
         let store = Store::open(self.store.config()).await.with_context(|| {
             format!(
                 "opening the store in {} (a running `meshlens serve` holds it: send the lines to its \

@@ -9,7 +9,8 @@ use meshlens_collector::ingest::Ingest;
 use meshlens_collector::internal_events::Telemetry;
 use meshlens_collector::server::{self, Listeners};
 use meshlens_collector::sources::SourceContext;
-use meshlens_model::mesh::MeshConfig;
+use meshlens_api::{AppState, MeshSnapshot};
+use meshlens_model::mesh::{LoadReport, MeshConfig, MeshSettings};
 use meshlens_store::{Store, StoreConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -65,14 +66,18 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4318", value_parser = listen_addr)]
     otlp_http_addr: ListenAddr,
 
-    /// API listener: /healthz, /readyz, /metrics.
+    /// API listener: the REST API (/api/v1), /healthz, /readyz, /metrics.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080", value_parser = listen_addr)]
     api_addr: ListenAddr,
 
-    /// Mesh configuration (Kubernetes/Istio YAML or JSON files or directories) whose Pods and
-    /// WorkloadEntries name the peers of records by IP address.
-    #[arg(long, value_name = "PATH")]
-    mesh_config: Vec<PathBuf>,
+    /// Mesh configuration (Kubernetes/Istio YAML or JSON files or directories): what the API's analyses
+    /// read, and whose Pods and WorkloadEntries name the peers of records by IP address.
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
+    paths: Vec<PathBuf>,
+
+    /// Istio MeshConfig file (sets e.g. the root namespace).
+    #[arg(long, value_name = "FILE")]
+    mesh_config: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -82,7 +87,12 @@ impl ServeArgs {
     }
 
     async fn serve(self) -> anyhow::Result<ExitCode> {
-        let attributor = Arc::new(load_attributor(&self.mesh_config)?);
+        let mesh = load_mesh_config(&self.paths)?;
+        let settings = match &self.mesh_config {
+            None => MeshSettings::default(),
+            Some(path) => MeshSettings::load(path).map_err(|e| anyhow::anyhow!("{e}"))?,
+        };
+        let attributor = Arc::new(attributor_for(&mesh));
         let store = Store::open(self.store.config())
             .await
             .with_context(|| format!("opening the store in {}", self.store.data_dir.display()))?;
@@ -92,7 +102,8 @@ impl ServeArgs {
         let api = ApiState { store: Arc::clone(&store), telemetry, ready: Arc::new(AtomicBool::new(false)) };
         let listeners =
             Listeners { otlp_grpc: self.otlp_grpc_addr.0, otlp_http: self.otlp_http_addr.0, api: self.api_addr.0 };
-        let server = server::start(listeners, ctx, api).await?;
+        let rest_api = meshlens_api::router(AppState::new(Arc::clone(&store), MeshSnapshot::new(mesh, settings)));
+        let server = server::start(listeners, ctx, api, rest_api).await?;
         let bound = server.local_addrs();
         let show = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
         // Printed whatever the log level: scripts and tests read the chosen ports from it.
@@ -110,19 +121,27 @@ impl ServeArgs {
     }
 }
 
-/// Reads the mesh configuration for attribution; problems in it are reported but do not stop the
-/// collector (records are still stored, just less attributed).
-pub fn load_attributor(paths: &[PathBuf]) -> anyhow::Result<Attributor> {
+/// Reads the mesh configuration; problems in it are reported but do not stop the collector (records are
+/// still stored, just less attributed, and the API shows the load errors).
+pub fn load_mesh_config(paths: &[PathBuf]) -> anyhow::Result<LoadReport> {
     if paths.is_empty() {
-        return Ok(Attributor::default());
+        return Ok(LoadReport::default());
     }
     let report = super::config::load(paths)?;
     for error in &report.errors {
         tracing::warn!("mesh config: {error}");
     }
-    let attributor = Attributor::new(Some(&MeshConfig::new(report.resources)));
+    Ok(report)
+}
+
+/// Attribution by the Pods and WorkloadEntries of `mesh`.
+pub fn attributor_for(mesh: &LoadReport) -> Attributor {
+    if mesh.resources.is_empty() {
+        return Attributor::default();
+    }
+    let attributor = Attributor::new(Some(&MeshConfig::new(mesh.resources.clone())));
     tracing::info!(addresses = attributor.known_addresses(), "mesh config loaded for attribution");
-    Ok(attributor)
+    attributor
 }
 
 /// Closes the store, flushing it. The listeners' tasks may still be dropping their handles on the store

@@ -1,0 +1,63 @@
+//! [`AppState`]: what every handler shares — the store, and the mesh configuration in force.
+
+use meshlens_analyzer::Finding;
+use meshlens_analyzer::config::ConfigAnalyzer;
+use meshlens_model::mesh::{LoadReport, MeshConfig, MeshSettings};
+use meshlens_store::Store;
+use serde_json::json;
+use std::sync::{Arc, RwLock};
+
+/// The mesh configuration the analyses read, as one immutable snapshot. It is replaced whole when the
+/// configuration changes (files reloaded, or a watch event from the cluster), so a request sees one
+/// consistent version from start to end.
+#[derive(Debug, Default)]
+pub struct MeshSnapshot {
+    /// Everything that loaded, with what was skipped and what failed.
+    pub report: LoadReport,
+    /// Mesh-wide settings (root namespace, default mTLS expectations).
+    pub settings: MeshSettings,
+    /// `report.resources`, indexed.
+    pub mesh: MeshConfig,
+    /// The static checks' findings over `report`, computed once per snapshot.
+    pub config_findings: Vec<Finding>,
+}
+
+impl MeshSnapshot {
+    pub fn new(report: LoadReport, settings: MeshSettings) -> Self {
+        let mesh = MeshConfig::new(report.resources.clone()).with_root_namespace(&settings.root_namespace);
+        let config_findings = ConfigAnalyzer::new(settings.clone()).analyze(&report);
+        MeshSnapshot { report, settings, mesh, config_findings }
+    }
+
+    /// Counts by kind and the load errors, as `GET /api/v1/config` shows them.
+    pub fn summary(&self) -> serde_json::Value {
+        let counts: serde_json::Map<String, serde_json::Value> =
+            self.report.counts_by_kind().into_iter().map(|(kind, n)| (kind.to_string(), json!(n))).collect();
+        let errors: Vec<String> = self.report.errors.iter().map(ToString::to_string).collect();
+        json!({ "resources": counts, "errors": errors })
+    }
+}
+
+/// Shared state of the API handlers; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    mesh: Arc<RwLock<Arc<MeshSnapshot>>>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<Store>, mesh: MeshSnapshot) -> Self {
+        AppState { store, mesh: Arc::new(RwLock::new(Arc::new(mesh))) }
+    }
+
+    /// The configuration in force now.
+    pub fn mesh(&self) -> Arc<MeshSnapshot> {
+        // A poisoned lock only means a writer panicked mid-swap of an `Arc`, which cannot leave it torn.
+        Arc::clone(&self.mesh.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts a new configuration in force.
+    pub fn set_mesh(&self, mesh: MeshSnapshot) {
+        *self.mesh.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(mesh);
+    }
+}
