@@ -16,11 +16,14 @@
 //!   `migrations/{sqlite,postgres}`; other crates keep their tables there too ([`Store::catalog`]).
 //! - **Query**: tables `requests` and `spans` unite catalog-pruned Parquet files (filter and projection
 //!   push-down) with in-memory rows; [`Store::sql`] accepts read-only statements only.
+//! - **Config history**: [`config_history::ConfigHistory`] records each change of the mesh configuration
+//!   in force as a numbered version (what changed, when, content hash) in the same database.
 //! - **Retention**: [`Store::apply_retention`] drops hour partitions older than a maximum age.
 
 mod buffer;
 pub mod catalog;
 mod config;
+pub mod config_history;
 mod error;
 mod flush;
 mod query;
