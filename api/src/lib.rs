@@ -10,6 +10,8 @@
 pub mod analysis;
 pub mod auth;
 mod error;
+pub mod reports;
+pub mod schedules;
 mod state;
 
 pub use auth::{Caller, Role};
@@ -22,7 +24,7 @@ use axum::routing::get;
 
 /// The `/api/v1` routes over `state`.
 pub fn router(state: AppState) -> Router {
-    let v1 = Router::new().route("/config", get(config));
+    let v1 = Router::new().route("/config", get(config)).merge(reports::routes()).merge(schedules::routes());
     Router::new().nest("/api/v1", v1).with_state(state)
 }
 
