@@ -9,6 +9,7 @@ mod import;
 mod parse_log;
 mod proxy;
 mod query;
+mod report;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -54,6 +55,9 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Import access-log files (e.g. `kubectl logs POD -c istio-proxy`) into the store.
     Import(import::ImportArgs),
+    /// Compliance report of the stored traffic over a window (HTML, JSON, Markdown or CSV), checked against
+    /// a policy file; exit status 1 when it fails the policy.
+    Report(report::ReportArgs),
 }
 
 impl Command {
@@ -68,6 +72,7 @@ impl Command {
             Command::Query(args) => args.run(),
             Command::Serve(args) => args.run(),
             Command::Import(args) => args.run(),
+            Command::Report(args) => report::run(args),
         }
     }
 }

@@ -102,7 +102,10 @@ impl ServeArgs {
         let api = ApiState { store: Arc::clone(&store), telemetry, ready: Arc::new(AtomicBool::new(false)) };
         let listeners =
             Listeners { otlp_grpc: self.otlp_grpc_addr.0, otlp_http: self.otlp_http_addr.0, api: self.api_addr.0 };
-        let rest_api = meshlens_api::router(AppState::new(Arc::clone(&store), MeshSnapshot::new(mesh, settings)));
+        let app = AppState::new(Arc::clone(&store), MeshSnapshot::new(mesh, settings));
+        // Scheduled reports (docs/reports.md): started with the API, stopped before the store closes.
+        let ticker = meshlens_api::schedules::Ticker::spawn(app.clone(), Default::default());
+        let rest_api = meshlens_api::router(app);
         let server = server::start(listeners, ctx, api, rest_api).await?;
         let bound = server.local_addrs();
         let show = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
@@ -114,6 +117,7 @@ impl ServeArgs {
             show(bound.api)
         );
         let served = server.run_until(shutdown_signal()).await;
+        ticker.stop().await;
         close_store(store).await?;
         eprintln!("meshlens stopped");
         served.map_err(anyhow::Error::msg)?;
