@@ -5,6 +5,7 @@ mod analyze;
 mod analyze_config;
 mod ca;
 mod config;
+mod demo;
 mod import;
 mod parse_log;
 mod proxy;
@@ -32,6 +33,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole system on this machine: a demo mesh with planted problems, traffic, the collector and
+    /// API, and a summary of what meshlens found. Start here (docs/quickstart.md).
+    Demo(demo::DemoArgs),
     /// Load and validate mesh configuration (Kubernetes and Istio YAML/JSON).
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -63,6 +67,7 @@ pub enum Command {
 impl Command {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
+            Command::Demo(args) => demo::run(args),
             Command::Config(cmd) => cmd.run(),
             Command::ParseLog(args) => args.run(),
             Command::AnalyzeConfig(args) => analyze_config::run(args),
