@@ -7,7 +7,8 @@
 //! The request path is a stack of tower layers ([`stack`]) over a config [`config::Snapshot`] compiled
 //! from the model's `MeshConfig`: routes ([`route`]), clusters with DestinationRule traffic policy
 //! ([`cluster`]), policies ([`authz`]). Listeners ([`server`]) terminate TLS and HTTP; [`tls`] and [`ca`]
-//! provide SPIFFE identities. Every locally generated answer is a [`ProxyError`], mapped to status,
+//! provide SPIFFE identities; [`telemetry`] writes access logs and metrics and [`otlp`] exports spans and
+//! access-log records over OTLP. Every locally generated answer is a [`ProxyError`], mapped to status,
 //! response flag and details in one place ([`error`]). The crate depends only on `meshlens-model`.
 
 pub mod authz;
@@ -15,6 +16,7 @@ pub mod ca;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod otlp;
 mod proxy;
 pub mod route;
 pub mod server;
@@ -23,6 +25,7 @@ pub mod telemetry;
 pub mod tls;
 
 pub use error::ProxyError;
+pub use otlp::OtlpOptions;
 pub use proxy::{
     CommonOptions, IdentityOptions, IngressOptions, Running, SidecarOptions, StartError, start_ingress, start_sidecar,
 };

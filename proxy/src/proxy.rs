@@ -1,10 +1,11 @@
 //! Starting a proxy: load the config, build the first snapshot, bind listeners, start the admin
-//! listener, the telemetry writer and the reloader. [`Running`] stops them all.
+//! listener, the telemetry writer (and OTLP exporter) and the reloader. [`Running`] stops them all.
 
 use crate::config::{RoleSpec, Shared, SharedSnapshot, Snapshot, View, spawn_reloader};
+use crate::otlp::{OtlpOptions, ProxyResource};
 use crate::server::{Limits, ListenerContext, serve};
 use crate::stack::{self, SelfInfo, Side, StackConfig};
-use crate::telemetry::{AccessLogFormat, AccessLogTarget, Telemetry};
+use crate::telemetry::{AccessLogFormat, AccessLogTarget, Telemetry, TelemetryError};
 use crate::tls::{CertFiles, CertSource};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -43,6 +44,8 @@ pub struct CommonOptions {
     /// How often config files and certificates are checked for changes.
     pub reload_interval: Duration,
     pub limits: Limits,
+    /// Spans and access-log records to an OTLP/HTTP endpoint.
+    pub otlp: Option<OtlpOptions>,
 }
 
 impl Default for CommonOptions {
@@ -56,6 +59,7 @@ impl Default for CommonOptions {
             trust_domain: "cluster.local".into(),
             reload_interval: Duration::from_secs(2),
             limits: Limits::default(),
+            otlp: None,
         }
     }
 }
@@ -88,8 +92,8 @@ pub enum StartError {
     Identity(#[from] crate::tls::TlsError),
     #[error("{what} {addr}: {source}")]
     Bind { what: String, addr: SocketAddr, source: std::io::Error },
-    #[error("access log: {0}")]
-    AccessLog(std::io::Error),
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -100,9 +104,13 @@ pub struct Running {
     listeners: Vec<(String, SocketAddr)>,
     admin: Option<SocketAddr>,
     snapshot: SharedSnapshot,
+    telemetry: Arc<Telemetry>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
+
+/// How long shutdown waits for the OTLP exporter to send what is queued.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Running {
     /// Bound addresses by listener name (`port-8080`, `inbound-9080`, `outbound`).
@@ -123,9 +131,11 @@ impl Running {
         self.snapshot.current()
     }
 
-    /// Stops accepting, lets in-flight requests finish, stops background tasks.
+    /// Stops accepting, lets in-flight requests finish, sends the queued OTLP items (waiting up to 5 s),
+    /// stops background tasks.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
+        self.telemetry.flush(FLUSH_TIMEOUT).await;
         for task in self.tasks.drain(..) {
             task.abort();
         }
@@ -167,11 +177,15 @@ struct Started {
     admin: Option<SocketAddr>,
 }
 
-async fn start_common(common: &CommonOptions, shared: &Arc<Shared>, mesh: MeshConfig) -> Result<Started, StartError> {
+async fn start_common(
+    common: &CommonOptions,
+    shared: &Arc<Shared>,
+    mesh: MeshConfig,
+    resource: ProxyResource,
+) -> Result<Started, StartError> {
     let snapshot = SharedSnapshot::new(Snapshot::build(mesh, shared, None)?);
-    let telemetry = Arc::new(
-        Telemetry::start(common.access_log.clone(), common.access_log_format).await.map_err(StartError::AccessLog)?,
-    );
+    let otlp = common.otlp.clone().map(|options| (options, resource));
+    let telemetry = Arc::new(Telemetry::start(common.access_log.clone(), common.access_log_format, otlp).await?);
     let (shutdown, _) = watch::channel(false);
     let mut tasks =
         vec![spawn_reloader(common.config.clone(), common.reload_interval, shared.clone(), snapshot.clone())];
@@ -211,7 +225,13 @@ pub async fn start_ingress(options: IngressOptions) -> Result<Running, StartErro
         principal: identity.as_ref().map(|_| spiffe.to_string()),
     };
     let shared = Shared::new(RoleSpec::Gateway, identity, common.trust_domain.clone(), options.credential_dir.clone());
-    let mut started = start_common(common, &shared, mesh).await?;
+    let resource = ProxyResource {
+        workload: me.workload.clone(),
+        namespace: me.namespace.clone(),
+        address: options.listen.values().next().map(|a| a.ip().to_string()),
+        gateway: true,
+    };
+    let mut started = start_common(common, &shared, mesh, resource).await?;
     let ports: Vec<u16> = match &started.snapshot.current().view {
         View::Gateway(ports) => ports.keys().copied().collect(),
         View::Sidecar(_) => Vec::new(),
@@ -242,6 +262,7 @@ pub async fn start_ingress(options: IngressOptions) -> Result<Running, StartErro
         listeners,
         admin: started.admin,
         snapshot: started.snapshot,
+        telemetry: started.telemetry,
         shutdown: started.shutdown,
         tasks: started.tasks,
     })
@@ -269,7 +290,13 @@ pub async fn start_sidecar(options: SidecarOptions) -> Result<Running, StartErro
     let role =
         RoleSpec::Sidecar { namespace: options.namespace.clone(), name: options.workload.clone(), app: options.app };
     let shared = Shared::new(role, identity, common.trust_domain.clone(), None);
-    let mut started = start_common(common, &shared, mesh).await?;
+    let resource = ProxyResource {
+        workload: self_info.workload.clone(),
+        namespace: self_info.namespace.clone(),
+        address: me.address.clone(),
+        gateway: false,
+    };
+    let mut started = start_common(common, &shared, mesh, resource).await?;
     let snapshot = started.snapshot.current();
     let View::Sidecar(view) = &snapshot.view else {
         return Err(StartError::Invalid("sidecar snapshot expected".into()));
@@ -321,6 +348,7 @@ pub async fn start_sidecar(options: SidecarOptions) -> Result<Running, StartErro
         listeners,
         admin: started.admin,
         snapshot: started.snapshot,
+        telemetry: started.telemetry,
         shutdown: started.shutdown,
         tasks: started.tasks,
     })

@@ -11,6 +11,7 @@ use crate::authz::RequestAttributes;
 use crate::cluster::{Cluster, UpstreamLocal};
 use crate::config::{SharedSnapshot, Snapshot, View};
 use crate::error::ProxyError;
+use crate::otlp::{Attributes, SpanData, TraceContext, new_span_id, new_trace_id, span_name};
 use crate::route::{Action, Matched, RequestView, Route};
 use crate::telemetry::{LogEntry, Telemetry};
 use crate::{BoxError, ProxyBody};
@@ -27,7 +28,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tower::util::BoxCloneService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -142,12 +143,12 @@ pub fn build(snapshot: SharedSnapshot, config: StackConfig) -> HttpService {
         .layer_fn(|inner| Mirrors { inner, slots: config.mirror_slots.clone() })
         .layer_fn(|inner| Timeouts { inner })
         .layer_fn(|inner| Retries { inner })
-        .service(Forward { side, me: config.me.clone() });
+        .service(Forward { side, me: config.me.clone(), telemetry: config.telemetry.clone() });
     let inner: BoxCloneService<Request<Bytes>, Response<ProxyBody>, ProxyError> =
         if side == Side::Inbound { BoxCloneService::new(Authorize { inner }) } else { BoxCloneService::new(inner) };
     let stack = ServiceBuilder::new()
         .layer_fn(|inner| PinSnapshot { inner, snapshot: snapshot.clone() })
-        .layer_fn(|inner| RequestIds { inner })
+        .layer_fn(|inner| RequestIds { inner, telemetry: config.telemetry.clone() })
         .layer_fn(|inner| AccessLog { inner, config: config.clone() })
         .layer_fn(|inner| LocalReplies { inner })
         .layer_fn(|inner| BufferBody { inner, max: config.max_request_body })
@@ -217,17 +218,6 @@ where
     }
 }
 
-/// W3C trace context of this hop.
-#[derive(Debug, Clone)]
-struct Trace {
-    trace_id: String,
-    span_id: String,
-}
-
-fn random_hex(bytes: usize) -> String {
-    (0..bytes).map(|_| format!("{:02x}", fastrand::u8(..))).collect()
-}
-
 fn uuid_v4() -> String {
     let mut b: [u8; 16] = std::array::from_fn(|_| fastrand::u8(..));
     b[6] = (b[6] & 0x0f) | 0x40;
@@ -236,24 +226,10 @@ fn uuid_v4() -> String {
     format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
-/// `00-<32 hex>-<16 hex>-<2 hex>` with non-zero ids.
-fn parse_traceparent(value: &str) -> Option<(String, String)> {
-    let parts: Vec<&str> = value.trim().split('-').collect();
-    let [version, trace, parent, flags] = parts.as_slice() else { return None };
-    let hex = |s: &str, n| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    let valid = hex(version, 2)
-        && *version != "ff"
-        && hex(trace, 32)
-        && hex(parent, 16)
-        && hex(flags, 2)
-        && trace.bytes().any(|b| b != b'0')
-        && parent.bytes().any(|b| b != b'0');
-    valid.then(|| (trace.to_string(), flags.to_string()))
-}
-
 #[derive(Clone)]
 struct RequestIds<S> {
     inner: S,
+    telemetry: Arc<Telemetry>,
 }
 
 impl<S, B> Service<Request<B>> for RequestIds<S>
@@ -276,17 +252,26 @@ where
         if !has_id && let Ok(id) = HeaderValue::try_from(uuid_v4()) {
             headers.insert("x-request-id", id);
         }
-        // This hop is a child span: keep the trace id and sampling flags, new span id.
-        let (trace_id, flags) = headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_traceparent)
-            .unwrap_or_else(|| (random_hex(16), "00".to_owned()));
-        let span_id = random_hex(8);
-        if let Ok(value) = HeaderValue::try_from(format!("00-{trace_id}-{span_id}-{flags}")) {
+        // This hop's server span continues the caller's trace, or starts one. Sampling is parent-based: a
+        // caller's decision stands; a new trace is sampled at the configured ratio when spans are exported.
+        let incoming =
+            headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceContext::parse_traceparent);
+        let trace = match incoming {
+            Some((trace_id, parent, sampled)) => {
+                TraceContext { trace_id, span_id: new_span_id(), parent_span_id: Some(parent), sampled }
+            }
+            None => TraceContext {
+                trace_id: new_trace_id(),
+                span_id: new_span_id(),
+                parent_span_id: None,
+                sampled: self.telemetry.otlp().is_some_and(|otlp| otlp.sample_root()),
+            },
+        };
+        // Upstream attempts replace it with their client span (see `Forward`); mirrors keep this one.
+        if let Ok(value) = HeaderValue::try_from(trace.traceparent(trace.span_id)) {
             headers.insert("traceparent", value);
         }
-        request.extensions_mut().insert(Trace { trace_id, span_id });
+        request.extensions_mut().insert(trace);
         let inner = self.inner.clone();
         Box::pin(inner.oneshot(request))
     }
@@ -338,6 +323,7 @@ struct PendingLog {
     record: RequestRecord,
     info: Info,
     started: Instant,
+    trace: Option<TraceContext>,
     telemetry: Arc<Telemetry>,
 }
 
@@ -345,7 +331,7 @@ impl PendingLog {
     fn start<B>(request: &Request<B>, config: &StackConfig, info: Info, started: Instant) -> PendingLog {
         let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let conn = request.extensions().get::<ConnInfo>();
-        let trace = request.extensions().get::<Trace>();
+        let trace = request.extensions().get::<TraceContext>().copied();
         let side = config.side;
         let peer = conn.and_then(|c| c.peer.clone());
         let (source_workload, source_namespace, source_principal) = match side {
@@ -369,8 +355,8 @@ impl PendingLog {
             protocol: Some(format!("{:?}", request.version())),
             authority: request.uri().authority().map(|a| a.to_string()).or_else(|| header("host")),
             request_id: header("x-request-id"),
-            trace_id: trace.map(|t| t.trace_id.clone()),
-            span_id: trace.map(|t| t.span_id.clone()),
+            trace_id: trace.map(|t| format!("{:032x}", t.trace_id)),
+            span_id: trace.map(|t| format!("{:016x}", t.span_id)),
             user_agent: header("user-agent"),
             x_forwarded_for: header("x-forwarded-for"),
             reporter: side.reporter(),
@@ -390,7 +376,7 @@ impl PendingLog {
             source_format: SourceFormat::MeshlensJson,
             ..Default::default()
         };
-        PendingLog { record, info, started, telemetry: config.telemetry.clone() }
+        PendingLog { record, info, started, trace, telemetry: config.telemetry.clone() }
     }
 
     fn with_response(mut self, status: StatusCode, headers: &http::HeaderMap) -> PendingLog {
@@ -403,7 +389,8 @@ impl PendingLog {
     fn finish(mut self, bytes_sent: u64) {
         let info = self.info.take();
         let r = &mut self.record;
-        r.duration_ms = Some(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        let duration = self.started.elapsed();
+        r.duration_ms = Some(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
         r.bytes_sent = Some(bytes_sent);
         r.bytes_received = Some(info.bytes_received);
         let mut flags = info.flags;
@@ -432,6 +419,8 @@ impl PendingLog {
             record: self.record,
             transport_failure: info.transport_failure,
             upstream_local_address: info.upstream_local,
+            trace: self.trace,
+            duration,
         };
         self.telemetry.emit(entry);
     }
@@ -993,6 +982,151 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 struct Forward {
     side: Side,
     me: SelfInfo,
+    telemetry: Arc<Telemetry>,
+}
+
+/// The client span of one upstream attempt, exported when the response body ends, fails or is dropped
+/// (an attempt abandoned by a timeout ends as cancelled).
+struct ClientSpan {
+    telemetry: Arc<Telemetry>,
+    data: Option<SpanData>,
+}
+
+impl ClientSpan {
+    fn end(&mut self, status: Option<StatusCode>, error: Option<String>) {
+        let Some(mut data) = self.data.take() else { return };
+        data.end = SystemTime::now();
+        let mut attributes = Attributes(std::mem::take(&mut data.attributes));
+        attributes.int("http.response.status_code", status.map(|s| i64::from(s.as_u16())));
+        data.attributes = attributes.0;
+        // Client spans are errors from 400 on (OpenTelemetry's HTTP conventions).
+        data.error = error.or_else(|| status.filter(|s| s.as_u16() >= 400).map(|s| s.to_string()));
+        if let Some(otlp) = self.telemetry.otlp() {
+            otlp.emit_span(data);
+        }
+    }
+}
+
+impl Drop for ClientSpan {
+    fn drop(&mut self) {
+        if self.data.is_some() {
+            self.end(None, Some("attempt cancelled (timeout or downstream gone)".into()));
+        }
+    }
+}
+
+/// A response body that ends its attempt's client span.
+struct SpanBody {
+    inner: ProxyBody,
+    status: StatusCode,
+    span: ClientSpan,
+}
+
+impl hyper::body::Body for SpanBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                let status = self.status;
+                self.span.end(Some(status), None);
+            }
+            Poll::Ready(Some(Err(err))) => {
+                let (status, error) = (self.status, format!("response body failed: {err}"));
+                self.span.end(Some(status), Some(error));
+            }
+            // Hyper stops polling a body that says it has ended, so the last frame may be all it sees.
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => {
+                let status = self.status;
+                self.span.end(Some(status), None);
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for SpanBody {
+    fn drop(&mut self) {
+        // A body dropped after its end is a completed attempt, not a cancelled one.
+        if hyper::body::Body::is_end_stream(&self.inner) {
+            let status = self.status;
+            self.span.end(Some(status), None);
+        }
+    }
+}
+
+impl Forward {
+    /// Starts the client span of this attempt when the trace is sampled and spans are exported.
+    fn client_span(
+        &self,
+        request: &Request<Bytes>,
+        trace: &TraceContext,
+        span_id: u64,
+        cluster: &Cluster,
+        picked: &crate::cluster::Picked,
+        info: &Info,
+    ) -> Option<ClientSpan> {
+        self.telemetry.otlp()?;
+        let (route, service, port, principal) = {
+            let i = info.0.lock().unwrap_or_else(|e| e.into_inner());
+            (i.route_name.clone(), i.destination_service.clone(), i.destination_port, i.destination_principal.clone())
+        };
+        let mtls = picked.spec.tls && !matches!(cluster.spec.tls, crate::cluster::UpstreamTls::Disabled);
+        let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let url = format!("http://{}{path}", host.unwrap_or(&picked.spec.authority));
+        let resend = request
+            .headers()
+            .get("x-envoy-attempt-count")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+            .map(|attempt| attempt - 1);
+        let mut a = Attributes::default();
+        a.str("http.request.method", Some(request.method().as_str()))
+            .str("url.full", Some(&url))
+            .str("http.route", route.as_deref())
+            .str("server.address", service.as_deref().or(host.map(crate::otlp::host_of)))
+            .int("server.port", port.map(i64::from))
+            .str("upstream_cluster", Some(&cluster.spec.name))
+            .str("upstream_address", Some(&picked.spec.authority))
+            .str("guid:x-request-id", request.headers().get("x-request-id").and_then(|v| v.to_str().ok()))
+            .int("http.request.resend_count", resend)
+            .bool("connection.mtls", Some(mtls))
+            .str("source.principal", self.me.principal.as_deref().filter(|_| mtls))
+            .str("source.workload.name", self.me.workload.as_deref())
+            .str("source.workload.namespace", self.me.namespace.as_deref())
+            .str("destination.principal", principal.as_deref().filter(|_| mtls))
+            .str("destination.workload.name", picked.spec.workload.as_deref())
+            .str("destination.workload.namespace", picked.spec.namespace.as_deref())
+            .str("destination.service.host", service.as_deref());
+        let name = span_name(service.as_deref(), port, host);
+        let now = SystemTime::now();
+        let data = SpanData {
+            trace_id: trace.trace_id,
+            span_id,
+            parent_span_id: Some(trace.span_id),
+            name,
+            start: now,
+            end: now,
+            attributes: a.0,
+            error: None,
+        };
+        Some(ClientSpan { telemetry: self.telemetry.clone(), data: Some(data) })
+    }
 }
 
 impl Service<Request<Bytes>> for Forward {
@@ -1025,16 +1159,39 @@ impl Service<Request<Bytes>> for Forward {
             });
             let admission = cluster.admit(&picked).await?;
             prepare_upstream_request(&mut request, this.side, &this.me);
+            // Each attempt is a client span, the parent of what the upstream does.
+            let mut span = None;
+            if let Some(trace) = request.extensions().get::<TraceContext>().copied() {
+                let span_id = new_span_id();
+                if let Ok(value) = HeaderValue::try_from(trace.traceparent(span_id)) {
+                    request.headers_mut().insert("traceparent", value);
+                }
+                if trace.sampled {
+                    span = this.client_span(&request, &trace, span_id, &cluster, &picked, &info);
+                }
+            }
             let started = Instant::now();
             let result = cluster.send(&picked, admission, request).await;
             let elapsed = started.elapsed();
-            let (mut response, local) = result?;
+            let (mut response, local) = match result {
+                Ok(answer) => answer,
+                Err(error) => {
+                    if let Some(span) = &mut span {
+                        span.end(None, Some(error.to_string()));
+                    }
+                    return Err(error);
+                }
+            };
             info.update(|i| {
                 i.upstream_time = Some(elapsed);
                 i.upstream_local = local.or_else(|| response.extensions().get::<UpstreamLocal>().map(|l| l.0.clone()));
             });
             if let Ok(value) = HeaderValue::try_from(elapsed.as_millis().to_string()) {
                 response.headers_mut().insert("x-envoy-upstream-service-time", value);
+            }
+            if let Some(span) = span {
+                let status = response.status();
+                response = response.map(|inner| SpanBody { inner, status, span }.boxed_unsync());
             }
             Ok(response)
         })
@@ -1108,15 +1265,6 @@ fn append_forwarded_for(headers: &mut http::HeaderMap, remote: SocketAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn traceparent_is_validated() {
-        let (trace, flags) = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
-        assert_eq!((trace.as_str(), flags.as_str()), ("4bf92f3577b34da6a3ce929d0e0e4736", "01"));
-        assert!(parse_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none());
-        assert!(parse_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01").is_none());
-        assert!(parse_traceparent("garbage").is_none());
-    }
 
     #[test]
     fn request_ids_are_uuid_v4() {

@@ -1,13 +1,16 @@
 //! Telemetry out of the request path: one access-log record per request, written by a background task
 //! from a bounded queue (a full queue drops the record and counts it — traffic never waits for the log),
-//! and Istio's standard Prometheus metrics.
+//! the same records and the request's spans to an OTLP endpoint ([`crate::otlp`]), and Istio's standard
+//! Prometheus metrics.
 
+use crate::otlp::{EndpointError, Exporter, OtlpOptions, ProxyResource, TraceContext};
 use meshlens_model::RequestRecord;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
@@ -37,21 +40,41 @@ pub struct LogEntry {
     pub record: RequestRecord,
     pub transport_failure: Option<String>,
     pub upstream_local_address: Option<String>,
+    /// The hop's trace context (its server span), for OTLP.
+    pub trace: Option<TraceContext>,
+    /// Time from the request to the end of the response, more precise than the record's milliseconds.
+    pub duration: Duration,
 }
 
 /// Records queued for the writer before new ones are dropped.
 const QUEUE: usize = 8192;
 
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("access log: {0}")]
+    AccessLog(#[from] std::io::Error),
+    #[error(transparent)]
+    Otlp(#[from] EndpointError),
+}
+
 #[derive(Debug)]
 pub struct Telemetry {
-    tx: Option<mpsc::Sender<Box<LogEntry>>>,
+    tx: Option<mpsc::Sender<Arc<LogEntry>>>,
     dropped: AtomicU64,
     metrics: Metrics,
+    otlp: Option<Exporter>,
 }
 
 impl Telemetry {
-    /// Starts the writer task (on the current runtime) unless logging is off.
-    pub async fn start(target: AccessLogTarget, format: AccessLogFormat) -> std::io::Result<Telemetry> {
+    /// Starts the writer task (on the current runtime) unless logging is off, and the OTLP exporter when
+    /// asked for.
+    pub async fn start(
+        target: AccessLogTarget,
+        format: AccessLogFormat,
+        otlp: Option<(OtlpOptions, ProxyResource)>,
+    ) -> Result<Telemetry, TelemetryError> {
+        let otlp = otlp.map(|(options, resource)| Exporter::start(options, &resource)).transpose()?;
         let writer: Option<Box<dyn tokio::io::AsyncWrite + Send + Unpin>> = match &target {
             AccessLogTarget::Off => None,
             AccessLogTarget::Stdout => Some(Box::new(tokio::io::stdout())),
@@ -61,7 +84,7 @@ impl Telemetry {
             }
         };
         let tx = writer.map(|mut writer| {
-            let (tx, mut rx) = mpsc::channel::<Box<LogEntry>>(QUEUE);
+            let (tx, mut rx) = mpsc::channel::<Arc<LogEntry>>(QUEUE);
             tokio::spawn(async move {
                 let mut buf = String::new();
                 while let Some(entry) = rx.recv().await {
@@ -83,16 +106,35 @@ impl Telemetry {
             });
             tx
         });
-        Ok(Telemetry { tx, dropped: AtomicU64::new(0), metrics: Metrics::default() })
+        Ok(Telemetry { tx, dropped: AtomicU64::new(0), metrics: Metrics::default(), otlp })
     }
 
-    /// Records a finished request: metrics now, the log line via the queue.
+    /// The OTLP exporter, when spans and logs are exported.
+    pub fn otlp(&self) -> Option<&Exporter> {
+        self.otlp.as_ref()
+    }
+
+    /// Records a finished request: metrics now, the log line and the OTLP record via their queues.
     pub fn emit(&self, entry: LogEntry) {
         self.metrics.observe(&entry.record);
+        if self.tx.is_none() && self.otlp.is_none() {
+            return;
+        }
+        let entry = Arc::new(entry);
+        if let Some(otlp) = &self.otlp {
+            otlp.emit_request(entry.clone());
+        }
         if let Some(tx) = &self.tx
-            && tx.try_send(Box::new(entry)).is_err()
+            && tx.try_send(entry).is_err()
         {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends what the OTLP exporter has queued, waiting at most `timeout` (at shutdown).
+    pub async fn flush(&self, timeout: Duration) {
+        if let Some(otlp) = &self.otlp {
+            otlp.flush(timeout).await;
         }
     }
 
@@ -105,11 +147,15 @@ impl Telemetry {
         );
         let _ = writeln!(out, "# TYPE meshlens_proxy_access_log_dropped_total counter");
         let _ = writeln!(out, "meshlens_proxy_access_log_dropped_total {}", self.dropped.load(Ordering::Relaxed));
+        if let Some(otlp) = &self.otlp {
+            otlp.render_prometheus(&mut out);
+        }
         out
     }
 }
 
-fn format_entry(buf: &mut String, entry: &LogEntry, format: AccessLogFormat) {
+/// One access-log line in `format`, without the newline.
+pub fn format_line(buf: &mut String, entry: &LogEntry, format: AccessLogFormat) {
     match format {
         AccessLogFormat::IstioText => istio_text(buf, entry),
         AccessLogFormat::Json => {
@@ -118,6 +164,10 @@ fn format_entry(buf: &mut String, entry: &LogEntry, format: AccessLogFormat) {
             }
         }
     }
+}
+
+fn format_entry(buf: &mut String, entry: &LogEntry, format: AccessLogFormat) {
+    format_line(buf, entry, format);
     buf.push('\n');
 }
 

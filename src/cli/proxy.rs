@@ -4,7 +4,8 @@ use anyhow::{Context, bail};
 use clap::{Subcommand, ValueEnum};
 use meshlens_model::mesh::Duration;
 use meshlens_proxy::{
-    AccessLogFormat, AccessLogTarget, CommonOptions, IdentityOptions, IngressOptions, Limits, SidecarOptions,
+    AccessLogFormat, AccessLogTarget, CommonOptions, IdentityOptions, IngressOptions, Limits, OtlpOptions,
+    SidecarOptions,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -59,6 +60,18 @@ struct CommonArgs {
     /// Access-log encoding: Istio's TEXT format, or the meshlens RequestRecord as JSON.
     #[arg(long, value_enum, default_value_t = LogFormat::IstioText)]
     access_log_format: LogFormat,
+    /// Export spans and access-log records over OTLP/HTTP (protobuf) to this endpoint, e.g.
+    /// `http://127.0.0.1:4318` (`meshlens serve`'s OTLP/HTTP listener); `/v1/traces` and `/v1/logs` are appended.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// Fraction of new traces whose spans are exported (0 to 1); requests with a `traceparent` follow the
+    /// caller's sampled flag. Access-log records are exported whatever the sampling.
+    #[arg(long, value_name = "RATIO", default_value_t = 1.0, value_parser = parse_ratio, requires = "otlp_endpoint")]
+    trace_sampling: f64,
+    /// Body of the OTLP log records: the meshlens JSON record (lossless: identities, mTLS, attempts) or
+    /// Istio's TEXT line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Json, requires = "otlp_endpoint")]
+    otlp_log_format: LogFormat,
     /// Admin listener serving /ready and /stats/prometheus.
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
@@ -100,6 +113,20 @@ enum LogFormat {
     Json,
 }
 
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => Err(format!("expected a ratio between 0 and 1 (e.g. 0.01 for 1%), got {s:?}")),
+    }
+}
+
+fn log_format(format: LogFormat) -> AccessLogFormat {
+    match format {
+        LogFormat::IstioText => AccessLogFormat::IstioText,
+        LogFormat::Json => AccessLogFormat::Json,
+    }
+}
+
 fn parse_listen(s: &str) -> Result<(u16, SocketAddr), String> {
     let (port, addr) = s.split_once('=').ok_or("expected PORT=ADDR, e.g. 80=127.0.0.1:18080")?;
     let port = port.parse().map_err(|_| format!("invalid port {port:?}"))?;
@@ -122,10 +149,7 @@ impl CommonArgs {
         CommonOptions {
             config: self.config,
             access_log,
-            access_log_format: match self.access_log_format {
-                LogFormat::IstioText => AccessLogFormat::IstioText,
-                LogFormat::Json => AccessLogFormat::Json,
-            },
+            access_log_format: log_format(self.access_log_format),
             admin: self.admin,
             identity,
             trust_domain: self.trust_domain,
@@ -137,6 +161,11 @@ impl CommonArgs {
                 idle_timeout: self.idle_timeout.as_std(),
                 ..Limits::default()
             },
+            otlp: self.otlp_endpoint.map(|endpoint| OtlpOptions {
+                sampling: self.trace_sampling,
+                log_format: log_format(self.otlp_log_format),
+                ..OtlpOptions::new(endpoint)
+            }),
         }
     }
 }
@@ -174,7 +203,13 @@ impl ProxyCommand {
             if let Some(admin) = running.admin_addr() {
                 eprintln!("meshlens proxy: admin listening on {admin}");
             }
-            tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+            // Ctrl-C or SIGTERM: stop, sending the telemetry still queued.
+            let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("installing the SIGTERM handler")?;
+            tokio::select! {
+                signal = tokio::signal::ctrl_c() => signal.context("waiting for Ctrl-C")?,
+                _ = terminate.recv() => {}
+            }
             running.shutdown().await;
             Ok(ExitCode::SUCCESS)
         })
