@@ -152,7 +152,9 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let window_length =
         args.window.map(|w| TimeDelta::from_std(w.as_std()).context("--window is too long")).transpose()?;
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    // Multi-threaded: DataFusion runs each query's partitions (and the analyses' queries) as tasks, so
+    // worker threads are what lets the analysis use every core.
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let report = runtime.block_on(async {
         if args.logs.is_empty() {
             let mut config = StoreConfig::new(&args.data_dir);

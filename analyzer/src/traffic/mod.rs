@@ -34,6 +34,7 @@ use meshlens_model::names::service_fqdn_parts;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::cmp::Reverse;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The time range analyzed: `start` inclusive, `end` exclusive.
@@ -98,6 +99,39 @@ pub enum TrafficError {
     Store(#[from] meshlens_store::StoreError),
 }
 
+/// Everything the analyses read from the `requests` table over the window: the result of each query,
+/// aggregated in SQL to a few rows per edge, route group, service or endpoint.
+struct Evidence {
+    /// Client and server records paired by request id, per edge and observed mTLS.
+    pairs: Vec<mtls::EdgeRow>,
+    /// Client-side requests: route groups, per-service failures, the call graph.
+    client: routes::ClientTraffic,
+    /// Server-side latency per destination service.
+    server_latency: BTreeMap<String, stats::Latency>,
+    /// Tries per request as the destinations saw them.
+    retries: Vec<resilience::RetryRow>,
+    /// 5xx bursts per destination service.
+    bursts: Vec<resilience::BurstRow>,
+    /// Errors per endpoint.
+    endpoints: Vec<recommend::EndpointRow>,
+}
+
+impl Evidence {
+    /// Runs the queries concurrently: each is a separate scan and aggregation, and together they keep
+    /// every core busy where one alone has serial stretches (planning, final aggregation, decoding).
+    async fn gather(ctx: &SessionContext, window: &Window) -> Result<Evidence, TrafficError> {
+        let (pairs, client, server_latency, retries, bursts, endpoints) = futures::try_join!(
+            mtls::pairs(ctx, window),
+            routes::client_traffic(ctx, window),
+            resilience::server_latency(ctx, window),
+            resilience::retries(ctx, window),
+            resilience::bursts(ctx, window),
+            recommend::endpoints(ctx, window),
+        )?;
+        Ok(Evidence { pairs, client, server_latency, retries, bursts, endpoints })
+    }
+}
+
 /// Runs every traffic analysis over `ctx`'s `requests` table.
 pub async fn analyze(
     ctx: &SessionContext,
@@ -105,10 +139,11 @@ pub async fn analyze(
     window: Window,
     options: &TrafficOptions,
 ) -> Result<TrafficReport, TrafficError> {
-    let (mtls, mut findings) = mtls::analyze(ctx, mesh, window, options).await?;
-    let (routes, route_findings) = routes::analyze(ctx, mesh, window, options).await?;
-    let (resilience, resilience_findings) = resilience::analyze(ctx, mesh, window, &routes).await?;
-    let recommendations = recommend::analyze(ctx, mesh, window, options, &routes, &resilience).await?;
+    let evidence = Evidence::gather(ctx, &window).await?;
+    let (mtls, mut findings) = mtls::analyze(mesh, &evidence.pairs, options);
+    let (routes, route_findings) = routes::analyze(mesh, &evidence.client.rows, options);
+    let (resilience, resilience_findings) = resilience::analyze(mesh, &evidence, &routes);
+    let recommendations = recommend::analyze(mesh, options, &evidence, &routes, &resilience);
     findings.extend(route_findings);
     findings.extend(resilience_findings);
     findings.sort_by(|a, b| {

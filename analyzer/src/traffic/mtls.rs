@@ -107,7 +107,7 @@ pub struct MtlsReport {
 
 /// One row of the pairing query: requests of an edge with one observed mTLS value.
 #[derive(Debug, Deserialize)]
-struct EdgeRow {
+pub(super) struct EdgeRow {
     source_namespace: Option<String>,
     source_workload: Option<String>,
     /// The peer's IP, when no workload is known for it.
@@ -221,17 +221,16 @@ fn classify(mode: MtlsMode, counts: &Counts, min_requests: u64) -> Classificatio
     }
 }
 
-/// Runs the analysis over the window.
-pub async fn analyze(
-    ctx: &SessionContext,
-    mesh: &MeshConfig,
-    window: Window,
-    options: &TrafficOptions,
-) -> Result<(MtlsReport, Vec<Finding>), TrafficError> {
-    let rows: Vec<EdgeRow> = rows(ctx, &pairing_sql(&window)).await?;
+/// Runs the pairing query over the window.
+pub(super) async fn pairs(ctx: &SessionContext, window: &Window) -> Result<Vec<EdgeRow>, TrafficError> {
+    rows(ctx, &pairing_sql(window)).await
+}
+
+/// Reads the paired requests against the configured modes.
+pub(super) fn analyze(mesh: &MeshConfig, rows: &[EdgeRow], options: &TrafficOptions) -> (MtlsReport, Vec<Finding>) {
     let workloads = mesh.workloads();
     let mut edges: BTreeMap<(String, String), EdgeTotals> = BTreeMap::new();
-    for row in &rows {
+    for row in rows {
         let destination = match (&row.destination_service, &row.destination_workload) {
             (Some(service), _) => service.clone(),
             (None, Some(_)) => {
@@ -323,7 +322,7 @@ pub async fn analyze(
     }
     report.namespaces = namespaces.into_values().collect();
     let findings = findings(mesh, &report);
-    Ok((report, findings))
+    (report, findings)
 }
 
 fn source_list(sources: &BTreeMap<String, u64>) -> String {

@@ -18,10 +18,10 @@
 //!
 //! Several recommendations for one resource share one `patch`: the resource with all of them applied.
 
-use super::resilience::{ResilienceReport, destination_rule, server_latency};
+use super::resilience::{ResilienceReport, destination_rule};
 use super::routes::{Failures, RouteKind, RouteReport, route_table};
 use super::stats::{Confidence, Latency, round_up_readable_ms};
-use super::{TrafficError, TrafficOptions, Window, rows};
+use super::{Evidence, TrafficError, TrafficOptions, Window, rows};
 use datafusion::prelude::SessionContext;
 use meshlens_model::mesh::networking::{
     Destination, DestinationRule, DestinationRuleSpec, HttpRetry, HttpRoute, HttpRouteDestination, OutlierDetection,
@@ -69,10 +69,23 @@ const HIGH_FAILURE_RATE: f64 = 0.1;
 const FALSE_EJECTION: f64 = 1e-4;
 
 #[derive(Debug, Deserialize)]
-struct EndpointRow {
+pub(super) struct EndpointRow {
     destination_service: String,
     requests: u64,
     errors: u64,
+}
+
+/// Requests and server errors per endpoint (upstream host) of each service, as its callers saw them.
+pub(super) async fn endpoints(ctx: &SessionContext, window: &Window) -> Result<Vec<EndpointRow>, TrafficError> {
+    let sql = format!(
+        "SELECT destination_service, upstream_host, COUNT(*) AS requests,
+                SUM(CASE WHEN status IS NULL OR status >= 500 THEN 1 ELSE 0 END) AS errors
+         FROM requests
+         WHERE {} AND direction = 'outbound' AND destination_service IS NOT NULL AND upstream_host IS NOT NULL
+         GROUP BY destination_service, upstream_host",
+        window.sql()
+    );
+    rows(ctx, &sql).await
 }
 
 /// A resource being changed, and the recommendations that change it.
@@ -81,25 +94,16 @@ enum Change {
     DestinationRule(Box<DestinationRule>),
 }
 
-/// Runs the analysis: the evidence comes from the route and resilience reports and the server-side records.
-pub async fn analyze(
-    ctx: &SessionContext,
+/// Computes the recommendations: the evidence comes from the route and resilience reports, the
+/// server-side latency and the endpoints' errors.
+pub(super) fn analyze(
     mesh: &MeshConfig,
-    window: Window,
     options: &TrafficOptions,
+    evidence: &Evidence,
     routes: &RouteReport,
     resilience: &ResilienceReport,
-) -> Result<Vec<Recommendation>, TrafficError> {
-    let latency = server_latency(ctx, &window).await?;
-    let endpoint_sql = format!(
-        "SELECT destination_service, upstream_host, COUNT(*) AS requests,
-                SUM(CASE WHEN status IS NULL OR status >= 500 THEN 1 ELSE 0 END) AS errors
-         FROM requests
-         WHERE {} AND direction = 'outbound' AND destination_service IS NOT NULL AND upstream_host IS NOT NULL
-         GROUP BY destination_service, upstream_host",
-        window.sql()
-    );
-    let endpoints: Vec<EndpointRow> = rows(ctx, &endpoint_sql).await?;
+) -> Vec<Recommendation> {
+    let Evidence { server_latency: latency, endpoints, .. } = evidence;
 
     let mut out: Vec<(Recommendation, String)> = Vec::new();
     let mut changes: BTreeMap<String, Change> = BTreeMap::new();
@@ -195,14 +199,13 @@ pub async fn analyze(
     }
 
     let patches: BTreeMap<String, String> = changes.into_iter().map(|(key, change)| (key, render(&change))).collect();
-    Ok(out
-        .into_iter()
+    out.into_iter()
         .map(|(mut recommendation, key)| {
             recommendation.patch = patches.get(&key).cloned().unwrap_or_default();
             recommendation.resource = key;
             recommendation
         })
-        .collect())
+        .collect()
 }
 
 /// Failures that look transient: connection failures, and server errors other than timeouts. A timeout

@@ -8,9 +8,9 @@
 //! was retried, whatever the client's log format says (`attempts`, when a format records it, counts too).
 
 use super::codes::{ML2007, ML2008, ML2009, ML2010, ML2011, ML2012};
-use super::routes::{FAILURE_COLUMNS, Failures, RouteKind, RouteReport, route_table};
-use super::stats::Latency;
-use super::{TrafficError, Window, find_workload, finding, rows, service_resource};
+use super::routes::{Failures, RouteKind, RouteReport, route_table};
+use super::stats::{Histogram, Latency};
+use super::{Evidence, TrafficError, Window, find_workload, finding, rows, service_resource};
 use crate::Finding;
 use datafusion::prelude::SessionContext;
 use meshlens_model::mesh::meta::labels_match;
@@ -115,15 +115,7 @@ pub struct ResilienceReport {
 }
 
 #[derive(Debug, Deserialize)]
-struct ServiceRow {
-    destination_service: String,
-    requests: u64,
-    #[serde(flatten)]
-    failures: Failures,
-}
-
-#[derive(Debug, Deserialize)]
-struct RetryRow {
+pub(super) struct RetryRow {
     destination_service: String,
     method: Option<String>,
     #[serde(flatten)]
@@ -131,80 +123,69 @@ struct RetryRow {
 }
 
 #[derive(Debug, Deserialize)]
-struct BurstRow {
+pub(super) struct BurstRow {
     destination_service: String,
     #[serde(flatten)]
     bursts: Bursts,
 }
 
 #[derive(Debug, Deserialize)]
-struct LatencyRow {
+struct DurationRow {
     destination_service: String,
-    #[serde(default)]
-    durations: Vec<Option<u64>>,
+    duration_ms: u64,
+    requests: u64,
 }
 
-#[derive(Debug, Deserialize)]
-struct CallRow {
-    source_namespace: String,
-    source_workload: String,
-    destination_service: String,
-}
-
-/// Server-side latency per destination service.
+/// Server-side latency per destination service, from a histogram of durations (exact percentiles).
 pub(super) async fn server_latency(
     ctx: &SessionContext,
     window: &Window,
 ) -> Result<BTreeMap<String, Latency>, TrafficError> {
     let sql = format!(
-        "SELECT destination_service, array_agg(duration_ms) AS durations FROM requests
-         WHERE {} AND direction = 'inbound' AND destination_service IS NOT NULL GROUP BY destination_service",
+        "SELECT destination_service, duration_ms, COUNT(*) AS requests FROM requests
+         WHERE {} AND direction = 'inbound' AND destination_service IS NOT NULL AND duration_ms IS NOT NULL
+         GROUP BY destination_service, duration_ms",
         window.sql()
     );
-    let rows: Vec<LatencyRow> = rows(ctx, &sql).await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|row| {
-            let latency = Latency::of(row.durations.into_iter().flatten().map(|d| d as f64).collect())?;
-            Some((row.destination_service, latency))
-        })
-        .collect())
+    let rows: Vec<DurationRow> = rows(ctx, &sql).await?;
+    let mut histograms: BTreeMap<String, Histogram> = BTreeMap::new();
+    for row in rows {
+        histograms.entry(row.destination_service).or_default().add(row.duration_ms, row.requests);
+    }
+    Ok(histograms.into_iter().filter_map(|(service, h)| Some((service, Latency::of(&h)?))).collect())
 }
 
-fn queries(window: &Window) -> [String; 4] {
-    let w = window.sql();
-    [
-        format!(
-            "SELECT destination_service, COUNT(*) AS requests, {FAILURE_COLUMNS} FROM requests
-             WHERE {w} AND direction = 'outbound' AND destination_service IS NOT NULL GROUP BY destination_service"
-        ),
-        // Tries per request as the destination saw them, by method (POST retries are their own finding).
-        format!(
-            "SELECT destination_service, method, COUNT(*) AS requests,
-                    SUM(CASE WHEN tries > 1 THEN 1 ELSE 0 END) AS retried, MAX(tries) AS max_tries
-             FROM (SELECT destination_service, method, request_id,
-                          GREATEST(COUNT(*), MAX(COALESCE(attempts, 1))) AS tries
-                   FROM requests
-                   WHERE {w} AND direction = 'inbound' AND destination_service IS NOT NULL AND request_id IS NOT NULL
-                   GROUP BY destination_service, method, request_id)
-             GROUP BY destination_service, method"
-        ),
-        format!(
-            "SELECT destination_service, COUNT(*) AS windows, MAX(errors) AS worst
-             FROM (SELECT destination_service, date_bin(INTERVAL '{BURST_SECONDS} seconds', timestamp) AS bucket,
-                          COUNT(*) AS errors
-                   FROM requests
-                   WHERE {w} AND direction = 'outbound' AND destination_service IS NOT NULL
-                     AND (status IS NULL OR status >= 500)
-                   GROUP BY destination_service, date_bin(INTERVAL '{BURST_SECONDS} seconds', timestamp))
-             WHERE errors >= {BURST_MIN_ERRORS} GROUP BY destination_service"
-        ),
-        format!(
-            "SELECT DISTINCT source_namespace, source_workload, destination_service FROM requests
-             WHERE {w} AND direction = 'outbound' AND source_namespace IS NOT NULL AND source_workload IS NOT NULL
-               AND destination_service IS NOT NULL"
-        ),
-    ]
+/// Tries per request as the destination saw them, by method (POST retries are their own finding).
+pub(super) async fn retries(ctx: &SessionContext, window: &Window) -> Result<Vec<RetryRow>, TrafficError> {
+    let sql = format!(
+        "SELECT destination_service, method, COUNT(*) AS requests,
+                SUM(CASE WHEN tries > 1 THEN 1 ELSE 0 END) AS retried, MAX(tries) AS max_tries
+         FROM (SELECT destination_service, method, request_id,
+                      GREATEST(COUNT(*), MAX(COALESCE(attempts, 1))) AS tries
+               FROM requests
+               WHERE {} AND direction = 'inbound' AND destination_service IS NOT NULL AND request_id IS NOT NULL
+               GROUP BY destination_service, method, request_id)
+         GROUP BY destination_service, method",
+        window.sql()
+    );
+    rows(ctx, &sql).await
+}
+
+/// Buckets of [`BURST_SECONDS`] in which a service's callers saw at least [`BURST_MIN_ERRORS`] server
+/// errors.
+pub(super) async fn bursts(ctx: &SessionContext, window: &Window) -> Result<Vec<BurstRow>, TrafficError> {
+    let sql = format!(
+        "SELECT destination_service, COUNT(*) AS windows, MAX(errors) AS worst
+         FROM (SELECT destination_service, date_bin(INTERVAL '{BURST_SECONDS} seconds', timestamp) AS bucket,
+                      COUNT(*) AS errors
+               FROM requests
+               WHERE {} AND direction = 'outbound' AND destination_service IS NOT NULL
+                 AND (status IS NULL OR status >= 500)
+               GROUP BY destination_service, date_bin(INTERVAL '{BURST_SECONDS} seconds', timestamp))
+         WHERE errors >= {BURST_MIN_ERRORS} GROUP BY destination_service",
+        window.sql()
+    );
+    rows(ctx, &sql).await
 }
 
 /// HTTP routes bound to `mesh` that serve `host`, with the VirtualService's namespace.
@@ -261,22 +242,15 @@ fn service_config(mesh: &MeshConfig, host: &str) -> ServiceConfig {
     }
 }
 
-/// Runs the analysis over the window; per-route evidence comes from the route analysis.
-pub async fn analyze(
-    ctx: &SessionContext,
+/// Reads the evidence against the configuration; per-route evidence comes from the route analysis.
+pub(super) fn analyze(
     mesh: &MeshConfig,
-    window: Window,
+    evidence: &Evidence,
     routes: &RouteReport,
-) -> Result<(ResilienceReport, Vec<Finding>), TrafficError> {
-    let [services_sql, retries_sql, bursts_sql, calls_sql] = queries(&window);
-    let service_rows: Vec<ServiceRow> = rows(ctx, &services_sql).await?;
-    let retry_rows: Vec<RetryRow> = rows(ctx, &retries_sql).await?;
-    let burst_rows: Vec<BurstRow> = rows(ctx, &bursts_sql).await?;
-    let calls: Vec<CallRow> = rows(ctx, &calls_sql).await?;
-    let latency = server_latency(ctx, &window).await?;
-
+) -> (ResilienceReport, Vec<Finding>) {
+    let Evidence { client, server_latency: latency, retries: retry_rows, bursts: burst_rows, .. } = evidence;
     let mut retries: BTreeMap<&str, Retries> = BTreeMap::new();
-    for row in &retry_rows {
+    for row in retry_rows {
         let total = retries.entry(row.destination_service.as_str()).or_default();
         total.requests += row.retries.requests;
         total.retried += row.retries.retried;
@@ -284,16 +258,14 @@ pub async fn analyze(
     }
     let bursts: BTreeMap<&str, Bursts> =
         burst_rows.iter().map(|r| (r.destination_service.as_str(), r.bursts)).collect();
-    let mut hosts: BTreeSet<&str> = service_rows.iter().map(|r| r.destination_service.as_str()).collect();
+    let mut hosts: BTreeSet<&str> = client.services.keys().map(String::as_str).collect();
     hosts.extend(retries.keys());
     hosts.extend(latency.keys().map(String::as_str));
 
     let mut report = ResilienceReport { services: Vec::new(), routes: Vec::new(), amplification: Vec::new() };
     let mut findings = Vec::new();
     for host in hosts {
-        let row = service_rows.iter().find(|r| r.destination_service == host);
-        let failures = row.map(|r| r.failures).unwrap_or_default();
-        let requests = row.map_or(0, |r| r.requests);
+        let (requests, failures) = client.services.get(host).copied().unwrap_or_default();
         let retries = retries.get(host).copied().unwrap_or_default();
         let configured = service_config(mesh, host);
         let (resource, origin) = service_resource(mesh, host);
@@ -357,8 +329,8 @@ pub async fn analyze(
             });
         }
     }
-    findings.extend(non_idempotent_retries(mesh, &retry_rows));
-    report.amplification = amplification(mesh, &calls, &report.services);
+    findings.extend(non_idempotent_retries(mesh, retry_rows));
+    report.amplification = amplification(mesh, &client.calls, &report.services);
     for chain in &report.amplification {
         let (Some(first), Some(last)) = (chain.chain.get(1), chain.chain.last()) else { continue };
         let (resource, origin) = service_resource(mesh, last);
@@ -369,7 +341,7 @@ pub async fn analyze(
         );
         findings.push(finding(&ML2011, resource, origin, message));
     }
-    Ok((report, findings))
+    (report, findings)
 }
 
 /// ML2012: POST/PATCH requests the destination received more than once, with the route policy that retried
@@ -431,24 +403,27 @@ fn services_of(mesh: &MeshConfig, workload: &WorkloadRef) -> Vec<String> {
 /// Chains of observed calls on which every hop has explicit retries, longest first. Istio's default retry
 /// policy (2 retries on connection-level failures and 503) is left out: it applies to every hop alike and
 /// is not something a route owner chose.
-fn amplification(mesh: &MeshConfig, calls: &[CallRow], services: &[ServiceResilience]) -> Vec<Amplification> {
+fn amplification(
+    mesh: &MeshConfig,
+    calls: &BTreeSet<(String, String, String)>,
+    services: &[ServiceResilience],
+) -> Vec<Amplification> {
     let workloads = mesh.workloads();
     let retries_into = |host: &str| mesh_routes(mesh, host).iter().map(|r| retries_of(r)).max().unwrap_or(0);
     // service -> services its workloads call.
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for call in calls {
-        let caller = find_workload(&workloads, &call.source_namespace, &call.source_workload);
+    for (namespace, workload, destination) in calls {
+        let caller = find_workload(&workloads, namespace, workload);
         for service in caller.map(|w| services_of(mesh, w)).unwrap_or_default() {
-            graph.entry(service).or_default().insert(call.destination_service.clone());
+            graph.entry(service).or_default().insert(destination.clone());
         }
     }
     let mut chains: Vec<Amplification> = Vec::new();
-    for call in calls {
-        if retries_into(&call.destination_service) == 0 {
+    for (namespace, workload, destination) in calls {
+        if retries_into(destination) == 0 {
             continue;
         }
-        let start =
-            vec![format!("{}/{}", call.source_namespace, call.source_workload), call.destination_service.clone()];
+        let start = vec![format!("{namespace}/{workload}"), destination.clone()];
         let mut stack = vec![start];
         while let Some(chain) = stack.pop() {
             let last = chain.last().cloned().unwrap_or_default();

@@ -10,7 +10,7 @@
 //! only by name.
 
 use super::codes::{ML2004, ML2005, ML2006};
-use super::stats::{Latency, chi_square, chi_square_p_value};
+use super::stats::{Histogram, Latency, chi_square, chi_square_p_value};
 use super::{TrafficError, TrafficOptions, Window, find_workload, finding, origin_of, rows, workload_label};
 use crate::Finding;
 use chrono::{DateTime, Utc};
@@ -21,7 +21,7 @@ use meshlens_model::mesh::networking::{HttpMatchRequest, HttpRoute, StringMatch,
 use meshlens_model::mesh::{Kind, MeshConfig, Resource, WorkloadRef, host_matches, resolve_gateway_ref, resolve_host};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Failures observed on a set of requests, by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,15 +54,22 @@ impl Failures {
     }
 }
 
-/// SQL aggregates producing [`Failures`]' fields.
-pub(super) const FAILURE_COLUMNS: &str = "
-    SUM(CASE WHEN status IS NULL OR status >= 500 THEN 1 ELSE 0 END) AS server_errors,
-    SUM(CASE WHEN status IN (502, 503, 504) THEN 1 ELSE 0 END) AS gateway_errors,
-    SUM(CASE WHEN status = 504 OR array_has(response_flags, 'UT') THEN 1 ELSE 0 END) AS timeouts,
-    SUM(CASE WHEN array_has(response_flags, 'URX') THEN 1 ELSE 0 END) AS retries_exhausted,
-    SUM(CASE WHEN array_has(response_flags, 'UO') THEN 1 ELSE 0 END) AS overflows,
-    SUM(CASE WHEN array_has(response_flags, 'UF') THEN 1 ELSE 0 END) AS connect_failures,
-    SUM(CASE WHEN array_has(response_flags, 'UC') THEN 1 ELSE 0 END) AS connection_terminations";
+impl Failures {
+    /// The failures among `count` requests that ended with `status` and `flags` (Envoy response flags).
+    pub(super) fn of(status: Option<u16>, flags: &[String], count: u64) -> Failures {
+        let flag = |name: &str| if flags.iter().any(|f| f == name) { count } else { 0 };
+        let when = |condition: bool| if condition { count } else { 0 };
+        Failures {
+            server_errors: when(status.is_none_or(|s| s >= 500)),
+            gateway_errors: when(matches!(status, Some(502..=504))),
+            timeouts: when(status == Some(504) || flags.iter().any(|f| f == "UT")),
+            retries_exhausted: flag("URX"),
+            overflows: flag("UO"),
+            connect_failures: flag("UF"),
+            connection_terminations: flag("UC"),
+        }
+    }
+}
 
 /// One configured route.
 #[derive(Debug)]
@@ -152,8 +159,8 @@ fn push_ingress_rules<'a>(
 
 /// Client-side requests aggregated by what route attribution needs. NR requests never reached a cluster,
 /// so their direction is unknown; they are included whatever it is.
-#[derive(Debug, Deserialize)]
-struct TrafficRow {
+#[derive(Debug)]
+pub(super) struct TrafficRow {
     reporter: String,
     source_namespace: Option<String>,
     source_workload: Option<String>,
@@ -165,24 +172,108 @@ struct TrafficRow {
     destination_subset: Option<String>,
     no_route: bool,
     requests: u64,
-    #[serde(flatten)]
     failures: Failures,
     last_seen: DateTime<Utc>,
-    #[serde(default)]
-    durations: Vec<Option<u64>>,
+    durations: Histogram,
 }
 
-fn traffic_sql(window: &Window) -> String {
+/// One row of [`client_sql`]: requests alike in everything the client-side analyses look at.
+#[derive(Debug, Deserialize)]
+struct ClientRow {
+    reporter: String,
+    direction: String,
+    source_namespace: Option<String>,
+    source_workload: Option<String>,
+    authority: Option<String>,
+    path: Option<String>,
+    method: Option<String>,
+    route_name: Option<String>,
+    destination_service: Option<String>,
+    destination_subset: Option<String>,
+    status: Option<u16>,
+    response_flags: Vec<String>,
+    duration_ms: Option<u64>,
+    requests: u64,
+    last_seen: DateTime<Utc>,
+}
+
+/// Client-side requests (outbound, and NR whatever their direction), grouped by every column the route,
+/// service and call-graph figures need, down to status, response flags and duration: one scan serves
+/// them all, failures are classified from (status, flags) and latency percentiles come out of exact
+/// duration histograms. Requests alike in all of that are rare to differ in anything else, so the groups
+/// are few (hundreds of durations per route and status) however many requests there were.
+fn client_sql(window: &Window) -> String {
     format!(
-        "SELECT reporter, source_namespace, source_workload, authority, path, method, route_name,
-                destination_service, destination_subset, array_has(response_flags, 'NR') AS no_route,
-                COUNT(*) AS requests, {FAILURE_COLUMNS},
-                MAX(timestamp) AS last_seen, array_agg(duration_ms) AS durations
+        "SELECT reporter, direction, source_namespace, source_workload, authority, path, method, route_name,
+                destination_service, destination_subset, status, response_flags, duration_ms,
+                COUNT(*) AS requests, MAX(timestamp) AS last_seen
          FROM requests WHERE {} AND (direction = 'outbound' OR array_has(response_flags, 'NR'))
-         GROUP BY reporter, source_namespace, source_workload, authority, path, method, route_name,
-                  destination_service, destination_subset, array_has(response_flags, 'NR')",
+         GROUP BY reporter, direction, source_namespace, source_workload, authority, path, method, route_name,
+                  destination_service, destination_subset, status, response_flags, duration_ms",
         window.sql()
     )
+}
+
+/// What callers experienced over the window, from one query: the rows route attribution works on, and
+/// per destination service the requests and failures, and who called it.
+#[derive(Debug, Default)]
+pub(super) struct ClientTraffic {
+    pub rows: Vec<TrafficRow>,
+    /// Outbound requests per destination service.
+    pub services: BTreeMap<String, (u64, Failures)>,
+    /// (source namespace, source workload, destination service) of outbound requests.
+    pub calls: BTreeSet<(String, String, String)>,
+}
+
+/// Runs the client-side query over the window.
+pub(super) async fn client_traffic(ctx: &SessionContext, window: &Window) -> Result<ClientTraffic, TrafficError> {
+    let rows: Vec<ClientRow> = rows(ctx, &client_sql(window)).await?;
+    type Key = (String, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>);
+    type Destination = (Option<String>, Option<String>, Option<String>, bool);
+    let mut groups: HashMap<(Key, Destination), TrafficRow> = HashMap::new();
+    let mut traffic = ClientTraffic::default();
+    for row in rows {
+        let failures = Failures::of(row.status, &row.response_flags, row.requests);
+        if row.direction == "outbound"
+            && let Some(service) = &row.destination_service
+        {
+            let (requests, total) = traffic.services.entry(service.clone()).or_default();
+            *requests += row.requests;
+            total.add(&failures);
+            if let (Some(namespace), Some(workload)) = (&row.source_namespace, &row.source_workload) {
+                traffic.calls.insert((namespace.clone(), workload.clone(), service.clone()));
+            }
+        }
+        let no_route = row.response_flags.iter().any(|f| f == "NR");
+        let key = (
+            (row.reporter, row.source_namespace, row.source_workload, row.authority, row.path, row.method),
+            (row.route_name, row.destination_service, row.destination_subset, no_route),
+        );
+        let group = groups.entry(key).or_insert_with_key(|(key, destination)| TrafficRow {
+            reporter: key.0.clone(),
+            source_namespace: key.1.clone(),
+            source_workload: key.2.clone(),
+            authority: key.3.clone(),
+            path: key.4.clone(),
+            method: key.5.clone(),
+            route_name: destination.0.clone(),
+            destination_service: destination.1.clone(),
+            destination_subset: destination.2.clone(),
+            no_route,
+            requests: 0,
+            failures: Failures::default(),
+            last_seen: row.last_seen,
+            durations: Histogram::default(),
+        });
+        group.requests += row.requests;
+        group.failures.add(&failures);
+        group.last_seen = group.last_seen.max(row.last_seen);
+        if let Some(duration) = row.duration_ms {
+            group.durations.add(duration, row.requests);
+        }
+    }
+    traffic.rows = groups.into_values().collect();
+    Ok(traffic)
 }
 
 /// A destination of a weighted route: configured weight against observed requests.
@@ -393,20 +484,14 @@ struct Accumulator {
     matched_by_name: u64,
     failures: Failures,
     last_seen: Option<DateTime<Utc>>,
-    durations: Vec<f64>,
+    durations: Histogram,
     methods: BTreeMap<String, u64>,
     destinations: BTreeMap<(Option<String>, Option<String>), u64>,
     host_requests: u64,
 }
 
-/// Runs the analysis over the window.
-pub async fn analyze(
-    ctx: &SessionContext,
-    mesh: &MeshConfig,
-    window: Window,
-    options: &TrafficOptions,
-) -> Result<(RouteReport, Vec<Finding>), TrafficError> {
-    let rows: Vec<TrafficRow> = rows(ctx, &traffic_sql(&window)).await?;
+/// Attributes the client-side requests to routes.
+pub(super) fn analyze(mesh: &MeshConfig, rows: &[TrafficRow], options: &TrafficOptions) -> (RouteReport, Vec<Finding>) {
     let table = route_table(mesh);
     let workloads = mesh.workloads();
     let mut matcher = Matcher::default();
@@ -415,7 +500,7 @@ pub async fn analyze(
     let mut unmatched: BTreeMap<(String, Option<String>, Option<String>), u64> = BTreeMap::new();
     let mut default_route_requests = 0;
 
-    for row in &rows {
+    for row in rows {
         let source = match (&row.source_namespace, &row.source_workload) {
             (Some(namespace), Some(name)) => find_workload(&workloads, namespace, name),
             _ => None,
@@ -471,7 +556,7 @@ pub async fn analyze(
                 }
                 acc.failures.add(&row.failures);
                 acc.last_seen = acc.last_seen.max(Some(row.last_seen));
-                acc.durations.extend(row.durations.iter().flatten().map(|&d| d as f64));
+                acc.durations.merge(&row.durations);
                 *acc.methods.entry(row.method.clone().unwrap_or_else(|| "-".to_owned())).or_default() += row.requests;
                 *acc.destinations
                     .entry((row.destination_service.clone(), row.destination_subset.clone()))
@@ -529,7 +614,7 @@ pub async fn analyze(
             errors,
             error_rate: if acc.requests == 0 { 0.0 } else { round4(errors as f64 / acc.requests as f64) },
             failures: acc.failures,
-            latency: Latency::of(acc.durations),
+            latency: Latency::of(&acc.durations),
             last_seen: acc.last_seen,
             methods: acc.methods,
             host_requests: acc.host_requests,
@@ -538,7 +623,7 @@ pub async fn analyze(
         });
     }
     let findings = findings(&table, &report);
-    Ok((report, findings))
+    (report, findings)
 }
 
 fn round4(v: f64) -> f64 {

@@ -3,6 +3,7 @@
 //! dependencies, unit-tested against textbook values.
 
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// The `q`-quantile (0 ≤ q ≤ 1) of `sorted` (ascending), interpolating linearly between the two nearest
 /// ranks (numpy's default, Hyndman & Fan type 7), so that small samples give stable values rather than
@@ -14,6 +15,44 @@ pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
     let above = rank.ceil() as usize;
     let fraction = rank - below as f64;
     Some(sorted[below] + (sorted[above] - sorted[below]) * fraction)
+}
+
+/// Request durations in whole milliseconds (as access logs record them), counted by value: how the
+/// analyses collect latency. The SQL side groups by `duration_ms` and counts, so a million requests arrive
+/// as a few hundred (value, count) pairs, and samples of different groups merge by adding counts.
+/// Percentiles from it are exact, not approximated (see [`Latency::of`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Histogram {
+    counts: BTreeMap<u64, u64>,
+}
+
+impl Histogram {
+    /// Counts `count` requests that took `duration_ms`.
+    pub fn add(&mut self, duration_ms: u64, count: u64) {
+        if count > 0 {
+            *self.counts.entry(duration_ms).or_default() += count;
+        }
+    }
+
+    /// Adds every request counted in `other`.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (&duration, &count) in &other.counts {
+            self.add(duration, count);
+        }
+    }
+
+    pub fn samples(&self) -> u64 {
+        self.counts.values().sum()
+    }
+
+    /// The value at `rank` (0-based position in the sorted sample), if the sample is that large.
+    fn value_at(&self, rank: u64) -> Option<f64> {
+        let mut seen = 0;
+        self.counts.iter().find_map(|(&duration, &count)| {
+            seen += count;
+            (rank < seen).then_some(duration as f64)
+        })
+    }
 }
 
 /// Latency percentiles of one sample, milliseconds.
@@ -28,19 +67,24 @@ pub struct Latency {
 }
 
 impl Latency {
-    /// Percentiles of the durations (unsorted); `None` when there are none.
-    pub fn of(mut durations: Vec<f64>) -> Option<Latency> {
-        durations.retain(|d| d.is_finite());
-        durations.sort_by(f64::total_cmp);
+    /// Percentiles of the sample counted in `histogram`; `None` when it is empty. Each is exactly
+    /// [`percentile`] of the sorted sample (type 7, interpolating between the two nearest ranks), rounded
+    /// to 0.1 ms: the histogram only spares sorting every duration.
+    pub fn of(histogram: &Histogram) -> Option<Latency> {
+        let last = histogram.samples().checked_sub(1)?;
         let round = |v: f64| (v * 10.0).round() / 10.0;
-        let at = |q: f64| percentile(&durations, q).map(round);
+        let at = |q: f64| {
+            let rank = q * last as f64;
+            let (below, above) = (histogram.value_at(rank.floor() as u64)?, histogram.value_at(rank.ceil() as u64)?);
+            Some(round(below + (above - below) * (rank - rank.floor())))
+        };
         Some(Latency {
-            samples: durations.len() as u64,
+            samples: last + 1,
             p50_ms: at(0.5)?,
             p95_ms: at(0.95)?,
             p99_ms: at(0.99)?,
             p999_ms: at(0.999)?,
-            max_ms: *durations.last()?,
+            max_ms: *histogram.counts.keys().next_back()? as f64,
         })
     }
 }
@@ -219,12 +263,51 @@ mod tests {
         assert_eq!(percentile(&sorted, 1.5), Some(10.0));
     }
 
+    fn histogram(durations: &[u64]) -> Histogram {
+        let mut histogram = Histogram::default();
+        for &d in durations {
+            histogram.add(d, 1);
+        }
+        histogram
+    }
+
     #[test]
-    fn latency_summary_sorts_and_rounds() {
-        let latency = Latency::of(vec![30.0, 10.0, 20.0, f64::NAN]).unwrap();
+    fn latency_summary_interpolates_and_rounds() {
+        let latency = Latency::of(&histogram(&[30, 10, 20])).unwrap();
         assert_eq!((latency.samples, latency.p50_ms, latency.max_ms), (3, 20.0, 30.0));
         assert_eq!(latency.p99_ms, 29.8);
-        assert!(Latency::of(Vec::new()).is_none());
+        assert!(Latency::of(&Histogram::default()).is_none());
+    }
+
+    #[test]
+    fn histogram_percentiles_equal_those_of_the_sorted_sample() {
+        // A skewed sample with many repeated values, as whole-millisecond latencies are.
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut durations: Vec<u64> = (0..5_000)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let tail = if rng % 50 == 0 { 400 } else { 0 };
+                rng % 40 + tail
+            })
+            .collect();
+        let latency = Latency::of(&histogram(&durations)).unwrap();
+        durations.sort_unstable();
+        let sorted: Vec<f64> = durations.iter().map(|&d| d as f64).collect();
+        let exact = |q: f64| (percentile(&sorted, q).unwrap() * 10.0).round() / 10.0;
+        assert_eq!(latency.samples, 5_000);
+        assert_eq!(
+            [latency.p50_ms, latency.p95_ms, latency.p99_ms, latency.p999_ms, latency.max_ms],
+            [exact(0.5), exact(0.95), exact(0.99), exact(0.999), *sorted.last().unwrap()]
+        );
+        // Merging adds counts: two halves give the whole.
+        let (a, b) = durations.split_at(1_234);
+        let mut merged = histogram(a);
+        merged.merge(&histogram(b));
+        assert_eq!(Latency::of(&merged), Some(latency));
+        // One sample: every percentile is that value.
+        assert_eq!(Latency::of(&histogram(&[7])).map(|l| (l.p50_ms, l.p999_ms, l.max_ms)), Some((7.0, 7.0, 7.0)));
     }
 
     #[test]
