@@ -20,13 +20,21 @@ pub struct MeshSnapshot {
     pub mesh: MeshConfig,
     /// The static checks' findings over `report`, computed once per snapshot.
     pub config_findings: Vec<Finding>,
+    /// The config history version this snapshot is (`GET /api/v1/config/history`), once recorded.
+    pub config_version: Option<i64>,
 }
 
 impl MeshSnapshot {
     pub fn new(report: LoadReport, settings: MeshSettings) -> Self {
         let mesh = MeshConfig::new(report.resources.clone()).with_root_namespace(&settings.root_namespace);
         let config_findings = ConfigAnalyzer::new(settings.clone()).analyze(&report);
-        MeshSnapshot { report, settings, mesh, config_findings }
+        MeshSnapshot { report, settings, mesh, config_findings, config_version: None }
+    }
+
+    /// The same snapshot, as config history version `id`.
+    pub fn with_config_version(mut self, id: i64) -> Self {
+        self.config_version = Some(id);
+        self
     }
 
     /// Counts by kind and the load errors, as `GET /api/v1/config` shows them.
@@ -34,7 +42,7 @@ impl MeshSnapshot {
         let counts: serde_json::Map<String, serde_json::Value> =
             self.report.counts_by_kind().into_iter().map(|(kind, n)| (kind.to_string(), json!(n))).collect();
         let errors: Vec<String> = self.report.errors.iter().map(ToString::to_string).collect();
-        json!({ "resources": counts, "errors": errors })
+        json!({ "resources": counts, "errors": errors, "config_version": self.config_version })
     }
 }
 

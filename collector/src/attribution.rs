@@ -19,6 +19,7 @@ use meshlens_model::mesh::{Kind, MeshConfig};
 use meshlens_model::{Direction, Reporter, RequestRecord, SpiffeId};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
 
 /// The workload whose proxy reported a batch of records.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -178,6 +179,31 @@ impl Attributor {
         {
             record.source_namespace = Some(id.namespace().to_owned());
         }
+    }
+}
+
+/// The attribution rules in force, shared by every receiver and replaced whole when the mesh
+/// configuration changes (a cluster watch publishes a new snapshot). Receivers take [`current`] once per
+/// batch, so one batch is attributed by one configuration.
+///
+/// [`current`]: SharedAttributor::current
+#[derive(Debug, Clone, Default)]
+pub struct SharedAttributor(Arc<RwLock<Arc<Attributor>>>);
+
+impl SharedAttributor {
+    pub fn new(attributor: Attributor) -> Self {
+        SharedAttributor(Arc::new(RwLock::new(Arc::new(attributor))))
+    }
+
+    /// The rules in force now.
+    pub fn current(&self) -> Arc<Attributor> {
+        // A poisoned lock only means a writer panicked while swapping an `Arc`, which cannot leave it torn.
+        Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts new rules in force for the batches that start from now on.
+    pub fn replace(&self, attributor: Attributor) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(attributor);
     }
 }
 

@@ -10,6 +10,7 @@
 //!   over gRPC and HTTP; [`attribution`] names the workloads at both ends of each record.
 //! - [`ingest`] is the one path into the store, with one acknowledgement rule: nothing is acknowledged
 //!   before it is durable. [`internal_events`] logs and counts what the receivers do.
+//! - [`kube`] watches a cluster's Kubernetes and Istio resources and keeps a live mesh configuration.
 //! - [`server`] binds and runs the listeners; [`api`] is the API listener's router (probes, metrics).
 
 pub mod api;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod formats;
 pub mod ingest;
 pub mod internal_events;
+pub mod kube;
 pub mod lines;
 pub mod normalize;
 pub mod server;

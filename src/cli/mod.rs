@@ -7,6 +7,7 @@ mod ca;
 mod config;
 mod demo;
 mod import;
+mod live_config;
 mod parse_log;
 mod proxy;
 mod query;

@@ -2,9 +2,10 @@
 //! listeners, and runs until Ctrl-C or SIGTERM, then stops accepting, finishes in-flight requests and
 //! flushes the store.
 
+use super::live_config::{self, ConfigSink, KubeArgs};
 use anyhow::Context;
 use meshlens_collector::api::ApiState;
-use meshlens_collector::attribution::Attributor;
+use meshlens_collector::attribution::{Attributor, SharedAttributor};
 use meshlens_collector::ingest::Ingest;
 use meshlens_collector::internal_events::Telemetry;
 use meshlens_collector::server::{self, Listeners};
@@ -78,6 +79,9 @@ pub struct ServeArgs {
     /// Istio MeshConfig file (sets e.g. the root namespace).
     #[arg(long, value_name = "FILE")]
     mesh_config: Option<PathBuf>,
+
+    #[command(flatten)]
+    kube: KubeArgs,
 }
 
 impl ServeArgs {
@@ -92,17 +96,25 @@ impl ServeArgs {
             None => MeshSettings::default(),
             Some(path) => MeshSettings::load(path).map_err(|e| anyhow::anyhow!("{e}"))?,
         };
-        let attributor = Arc::new(attributor_for(&mesh));
+        let attributor = SharedAttributor::new(attributor_for(&mesh));
         let store = Store::open(self.store.config())
             .await
             .with_context(|| format!("opening the store in {}", self.store.data_dir.display()))?;
         let store = Arc::new(store);
         let telemetry = Arc::new(Telemetry::default());
+        let app = AppState::new(Arc::clone(&store), MeshSnapshot::default());
+        // The configuration in force is recorded in the config history and published before any listener
+        // opens; with --kube, start-up fails here when the cluster cannot be watched.
+        let sink = ConfigSink::new(app.clone(), attributor.clone(), settings);
+        if self.kube.kube {
+            live_config::start_kube(&self.kube, sink).await?;
+        } else {
+            sink.publish_files(mesh).await;
+        }
         let ctx = SourceContext { ingest: Ingest::new(Arc::clone(&store), Arc::clone(&telemetry)), attributor };
         let api = ApiState { store: Arc::clone(&store), telemetry, ready: Arc::new(AtomicBool::new(false)) };
         let listeners =
             Listeners { otlp_grpc: self.otlp_grpc_addr.0, otlp_http: self.otlp_http_addr.0, api: self.api_addr.0 };
-        let app = AppState::new(Arc::clone(&store), MeshSnapshot::new(mesh, settings));
         // Scheduled reports (docs/reports.md): started with the API, stopped before the store closes.
         let ticker = meshlens_api::schedules::Ticker::spawn(app.clone(), Default::default());
         let rest_api = meshlens_api::router(app);

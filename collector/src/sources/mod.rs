@@ -17,16 +17,16 @@ pub mod body;
 pub mod grpc_status;
 pub mod otlp;
 
-use crate::attribution::Attributor;
+use crate::attribution::SharedAttributor;
 use crate::ingest::Ingest;
 use std::fmt;
-use std::sync::Arc;
 
 /// What every receiver needs: the ingest path and the attribution rules.
 #[derive(Debug, Clone)]
 pub struct SourceContext {
     pub ingest: Ingest,
-    pub attributor: Arc<Attributor>,
+    /// Replaced when the mesh configuration changes; take `current()` once per batch.
+    pub attributor: SharedAttributor,
 }
 
 /// How many rejection reasons a response or summary quotes; the count is always complete.

@@ -54,7 +54,7 @@ async fn accesslogs(
         Ok(bytes) => bytes,
         Err(e) => return invalid(e.status(), e.to_string()),
     };
-    let batch = match LineBatches::new(&bytes[..], LineParser::default(), proxy.as_ref(), &ctx.attributor)
+    let batch = match LineBatches::new(&bytes[..], LineParser::default(), proxy.as_ref(), &ctx.attributor.current())
         .next_batch(usize::MAX)
     {
         // Reading from memory cannot fail.

@@ -49,12 +49,13 @@ impl AccessLogService for AlsReceiver {
                 proxy = ProxyIdentity::from_node_id(&node.id);
                 tracing::debug!(node = node.id, ?proxy, "ALS stream opened");
             }
+            let attributor = ctx.attributor.current();
             let (format, batch) = match message.log_entries {
                 Some(LogEntries::HttpLogs(logs)) => {
-                    (Format::AlsHttp, convert::http_entries(logs.log_entry, next_item, proxy.as_ref(), &ctx.attributor))
+                    (Format::AlsHttp, convert::http_entries(logs.log_entry, next_item, proxy.as_ref(), &attributor))
                 }
                 Some(LogEntries::TcpLogs(logs)) => {
-                    (Format::AlsTcp, convert::tcp_entries(logs.log_entry, next_item, proxy.as_ref(), &ctx.attributor))
+                    (Format::AlsTcp, convert::tcp_entries(logs.log_entry, next_item, proxy.as_ref(), &attributor))
                 }
                 None => continue,
             };

@@ -48,7 +48,7 @@ impl LogsService for LogsReceiver {
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let started = Instant::now();
-        let batch = convert::requests(request.into_inner(), LineParser::default(), &self.0.attributor);
+        let batch = convert::requests(request.into_inner(), LineParser::default(), &self.0.attributor.current());
         let outcome = self
             .0
             .ingest

@@ -153,7 +153,7 @@ async fn logs(State(ctx): State<SourceContext>, headers: HeaderMap, body: Body) 
         Ok(decoded) => decoded,
         Err(response) => return response,
     };
-    let batch = convert::requests(request, LineParser::default(), &ctx.attributor);
+    let batch = convert::requests(request, LineParser::default(), &ctx.attributor.current());
     match ctx.ingest.requests(Receiver::OtlpHttp, Format::OtlpLogs, "log record", started, batch).await {
         Ok(Outcome { rejected, message, .. }) => {
             let partial_success = message
