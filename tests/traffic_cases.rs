@@ -192,8 +192,7 @@ fn the_store_gives_the_same_analysis_as_the_log_files() {
     };
     for (workload, file) in [("shop/frontend-0", "shop__frontend-0.log"), ("shop/pricing-0", "shop__pricing-0.log")] {
         let data_dir = data.path().to_str().expect("utf-8 path");
-        let output =
-            meshlens(&["import", "--data-dir", data_dir, "-f", "config.yaml", "--workload", workload, file]);
+        let output = meshlens(&["import", "--data-dir", data_dir, "-f", "config.yaml", "--workload", workload, file]);
         assert!(output.status.success(), "import {file}: {}", String::from_utf8_lossy(&output.stderr));
     }
     // The logs are from 2025; a window reaching back far enough from now covers them.

@@ -29,8 +29,7 @@ pub fn window_until_now(length: Option<TimeDelta>) -> Window {
 pub async fn run(state: &AppState, window: Window) -> Result<Analysis, ApiError> {
     let mesh = state.mesh();
     let ctx = state.store.session_context();
-    let traffic = traffic::analyze(&ctx, &mesh.mesh, window, &TrafficOptions::default())
-        .await
-        .map_err(ApiError::internal)?;
+    let traffic =
+        traffic::analyze(&ctx, &mesh.mesh, window, &TrafficOptions::default()).await.map_err(ApiError::internal)?;
     Ok(Analysis { mesh, traffic })
 }

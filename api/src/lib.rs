@@ -25,7 +25,10 @@ use axum::routing::get;
 
 /// The `/api/v1` routes over `state`.
 pub fn router(state: AppState) -> Router {
-    let v1 = Router::new().route("/config", get(config)).merge(reports::routes()).merge(schedules::routes())
+    let v1 = Router::new()
+        .route("/config", get(config))
+        .merge(reports::routes())
+        .merge(schedules::routes())
         .merge(config_history::routes());
     Router::new().nest("/api/v1", v1).with_state(state)
 }

@@ -4,13 +4,13 @@
 
 use super::live_config::{self, ConfigSink, KubeArgs};
 use anyhow::Context;
+use meshlens_api::{AppState, MeshSnapshot};
 use meshlens_collector::api::ApiState;
 use meshlens_collector::attribution::{Attributor, SharedAttributor};
 use meshlens_collector::ingest::Ingest;
 use meshlens_collector::internal_events::Telemetry;
 use meshlens_collector::server::{self, Listeners};
 use meshlens_collector::sources::SourceContext;
-use meshlens_api::{AppState, MeshSnapshot};
 use meshlens_model::mesh::{LoadReport, MeshConfig, MeshSettings};
 use meshlens_store::{Store, StoreConfig};
 use std::net::SocketAddr;
