@@ -1,5 +1,8 @@
 //! [`AppState`]: what every handler shares — the store, and the mesh configuration in force.
 
+use crate::auth::AuthMode;
+use crate::limits::{ApiLimits, RateLimiter};
+use crate::tokens::Tokens;
 use meshlens_analyzer::Finding;
 use meshlens_analyzer::config::ConfigAnalyzer;
 use meshlens_model::mesh::{LoadReport, MeshConfig, MeshSettings};
@@ -51,11 +54,55 @@ impl MeshSnapshot {
 pub struct AppState {
     pub store: Arc<Store>,
     mesh: Arc<RwLock<Arc<MeshSnapshot>>>,
+    auth: AuthMode,
+    limits: Arc<Limits>,
+}
+
+/// The limits in force and the rate limiter's buckets.
+#[derive(Debug)]
+pub struct Limits {
+    pub config: ApiLimits,
+    pub rate_limiter: RateLimiter,
+}
+
+impl Limits {
+    fn new(config: ApiLimits) -> Self {
+        Limits { rate_limiter: RateLimiter::new(config.requests_per_second, config.burst), config }
+    }
 }
 
 impl AppState {
+    /// The API over `store` and `mesh`, authenticating bearer tokens from the store's catalog database, with
+    /// the default [`ApiLimits`].
     pub fn new(store: Arc<Store>, mesh: MeshSnapshot) -> Self {
-        AppState { store, mesh: Arc::new(RwLock::new(Arc::new(mesh))) }
+        let auth = AuthMode::Tokens(Tokens::new(store.catalog().clone()));
+        AppState {
+            store,
+            mesh: Arc::new(RwLock::new(Arc::new(mesh))),
+            auth,
+            limits: Arc::new(Limits::new(ApiLimits::default())),
+        }
+    }
+
+    /// The same API without authentication: every request is an unscoped admin. `meshlens serve` allows
+    /// it only on a loopback address (`--insecure-no-auth`).
+    pub fn without_auth(mut self) -> Self {
+        self.auth = AuthMode::Disabled;
+        self
+    }
+
+    /// The same API with other limits.
+    pub fn with_limits(mut self, limits: ApiLimits) -> Self {
+        self.limits = Arc::new(Limits::new(limits));
+        self
+    }
+
+    pub fn auth_mode(&self) -> &AuthMode {
+        &self.auth
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The configuration in force now.

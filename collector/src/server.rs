@@ -106,7 +106,9 @@ pub async fn start(
         let signal = stopped(shutdown.subscribe());
         let router = http_router(ctx.clone());
         tasks.spawn(async move {
-            let result = axum::serve(listener, router).with_graceful_shutdown(signal).await;
+            // With the peer's address in each request, for the API's per-client rate limit.
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            let result = axum::serve(listener, service).with_graceful_shutdown(signal).await;
             ("otlp_http", result.map_err(|e| e.to_string()))
         });
     }

@@ -13,6 +13,7 @@ mod proxy;
 mod query;
 mod report;
 mod serve;
+mod token;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -58,6 +59,9 @@ pub enum Command {
     Query(query::QueryArgs),
     /// Run the collector: OTLP/gRPC, Envoy ALS, OTLP/HTTP and access-log receivers writing to the store.
     Serve(serve::ServeArgs),
+    /// Manage the REST API's bearer tokens: create (printed once), list, revoke.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Import access-log files (e.g. `kubectl logs POD -c istio-proxy`) into the store.
     Import(import::ImportArgs),
     /// Compliance report of the stored traffic over a window (HTML, JSON, Markdown or CSV), checked against
@@ -77,6 +81,7 @@ impl Command {
             Command::Ca(cmd) => cmd.run(),
             Command::Query(args) => args.run(),
             Command::Serve(args) => args.run(),
+            Command::Token(cmd) => cmd.run(),
             Command::Import(args) => args.run(),
             Command::Report(args) => report::run(args),
         }

@@ -82,6 +82,11 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     kube: KubeArgs,
+
+    /// Serve the REST API without authentication (every request is an unscoped admin). Refused unless
+    /// --api-addr is a loopback address.
+    #[arg(long)]
+    insecure_no_auth: bool,
 }
 
 impl ServeArgs {
@@ -91,6 +96,15 @@ impl ServeArgs {
     }
 
     async fn serve(self) -> anyhow::Result<ExitCode> {
+        if self.insecure_no_auth
+            && let Some(addr) = self.api_addr.0
+            && !addr.ip().is_loopback()
+        {
+            anyhow::bail!(
+                "--insecure-no-auth serves the API to anyone who can connect; it is allowed only on a loopback \
+                 --api-addr (127.0.0.1 or ::1), not {addr}"
+            );
+        }
         let mesh = load_mesh_config(&self.paths)?;
         let settings = match &self.mesh_config {
             None => MeshSettings::default(),
@@ -117,6 +131,12 @@ impl ServeArgs {
             Listeners { otlp_grpc: self.otlp_grpc_addr.0, otlp_http: self.otlp_http_addr.0, api: self.api_addr.0 };
         // Scheduled reports (docs/reports.md): started with the API, stopped before the store closes.
         let ticker = meshlens_api::schedules::Ticker::spawn(app.clone(), Default::default());
+        let app = if self.insecure_no_auth {
+            tracing::warn!("the REST API runs without authentication (--insecure-no-auth)");
+            app.without_auth()
+        } else {
+            app
+        };
         let rest_api = meshlens_api::router(app);
         let server = server::start(listeners, ctx, api, rest_api).await?;
         let bound = server.local_addrs();
