@@ -288,7 +288,7 @@ mod tests {
                 rng ^= rng << 13;
                 rng ^= rng >> 7;
                 rng ^= rng << 17;
-                let tail = if rng % 50 == 0 { 400 } else { 0 };
+                let tail = if rng.is_multiple_of(50) { 400 } else { 0 };
                 rng % 40 + tail
             })
             .collect();
