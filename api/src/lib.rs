@@ -15,6 +15,7 @@
 
 pub mod analysis;
 pub mod auth;
+pub mod charts;
 pub mod config_history;
 mod error;
 pub mod limits;
@@ -22,6 +23,7 @@ pub mod openapi;
 pub mod params;
 pub mod reports;
 pub mod schedules;
+pub mod sql;
 mod state;
 pub mod tokens;
 pub mod v1;
@@ -44,6 +46,8 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.limits().config.body_bytes;
     let v1 = Router::new()
         .merge(v1::routes())
+        .merge(sql::routes())
+        .merge(charts::routes())
         .merge(reports::routes())
         .merge(schedules::routes())
         .merge(config_history::routes())
