@@ -380,3 +380,39 @@ fn serve_kube_optional_starts_and_keeps_retrying() {
     assert!(listening, "serve started without the cluster");
     assert!(retries >= 2, "kept retrying ({retries} retries seen)");
 }
+
+/// Files-based serve records its configuration as a version too, and a restart on the same files reuses it.
+#[test]
+fn serve_files_records_the_initial_version_once() {
+    let networking = fixture("istio-samples/bookinfo/networking/virtual-service-all-v1.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let versions_after_start = || {
+        let mut child = Command::new(BIN)
+            .args(["serve", "-f", networking.to_str().unwrap(), "--insecure-no-auth", "--data-dir"])
+            .arg(&data)
+            .args(["--otlp-grpc-addr", "off", "--otlp-http-addr", "off", "--api-addr", "127.0.0.1:0"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        while !line.starts_with("meshlens listening ") {
+            line.clear();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "serve exited before listening");
+        }
+        let api: std::net::SocketAddr = line.trim().rsplit_once("api=").unwrap().1.parse().unwrap();
+        let response = http("GET", api, "/api/v1/config/history", &[], b"");
+        assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
+        let _ = child.kill();
+        let _ = child.wait();
+        response.json()
+    };
+    let first = versions_after_start();
+    let [version] = first["versions"].as_array().unwrap().as_slice() else { panic!("one version: {first}") };
+    assert_eq!(version["source"], "files");
+    assert_eq!(version["added"].as_array().unwrap().len(), 4, "{version}");
+    assert_eq!(first["current"], version["id"]);
+    let second = versions_after_start();
+    assert_eq!(second["versions"], first["versions"], "the same files are the same version");
+}
