@@ -4,7 +4,8 @@
 Usage: python duckdb_analyze.py 'DATA/parquet/requests/**/*.parquet'
 Reads one line per round from stdin, `START END` (RFC 3339, the analysis window), runs every query on a
 fresh connection, fetches all results into Python, and answers one JSON line:
-{"seconds": wall time of connect + queries + fetch, "figures": totals for the cross-check}.
+{"seconds": wall time of connect + queries + fetch, "cpu_seconds": CPU time of the process (all threads)
+meanwhile, "figures": totals for the cross-check}.
 
 The queries compute what the analyzer's do, one per analysis input:
 - mTLS: client and server records paired on (request id, destination service) by a full outer join;
@@ -135,10 +136,10 @@ def main():
     print(f"DuckDB {duckdb.__version__}, {threads} threads", file=sys.stderr)
     for line in sys.stdin:
         start, end = line.split()
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         results = run(glob, start, end)
-        seconds = time.perf_counter() - began
-        print(json.dumps({"seconds": seconds, "figures": figures(results)}), flush=True)
+        seconds, cpu_seconds = time.perf_counter() - began, time.process_time() - cpu
+        print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "figures": figures(results)}), flush=True)
 
 
 if __name__ == "__main__":
