@@ -58,6 +58,14 @@ fn demo_reports_every_planted_problem_and_the_plaintext_it_sent() {
     for planted in s["planted"].as_array().unwrap() {
         assert_eq!(planted["found"], true, "planted problem not reported: {planted}\n{stdout}");
     }
+    // Through the REST API too, when this build serves `GET /api/v1/findings`.
+    if !s["api_view"].is_null() {
+        for planted in s["planted"].as_array().unwrap() {
+            assert_eq!(planted["in_api"], true, "not reported by GET /api/v1/findings: {planted}\n{}", s["api_view"]);
+        }
+        let items = s["api_view"]["findings"]["items"].as_array().unwrap();
+        assert!(items.iter().all(|f| f["level"] != "Error"), "{items:#?}");
+    }
     let findings = s["findings"].as_array().unwrap();
     let unplanted_errors: Vec<&Value> =
         findings.iter().filter(|f| f["level"] == "Error" && f["planted"].is_null()).collect();

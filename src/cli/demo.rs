@@ -230,6 +230,8 @@ struct Running {
     api: SocketAddr,
     otlp_http: SocketAddr,
     ingress: SocketAddr,
+    /// Whether the API answers without a token (so the demo can read it).
+    api_open: bool,
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -309,6 +311,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let ended = Utc::now();
 
     let report = summary::analyze(&plan.report, &layout.store, started, ended).await;
+    let api_view = if running.api_open { fetch_api(running.api, started, ended).await } else { None };
     let serve_clean = match running.serve.take() {
         Some(serve) => serve.stop().await,
         None => false,
@@ -327,6 +330,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         shipped: shipper.totals,
         clean_shutdown: proxies_clean && serve_clean,
         report,
+        api_view,
     });
     let json = serde_json::to_string_pretty(&summary).context("encoding the summary")?;
     std::fs::write(&layout.summary, &json).with_context(|| format!("writing {}", layout.summary.display()))?;
@@ -352,7 +356,10 @@ async fn start(args: &DemoArgs, plan: &Plan, layout: &Layout) -> anyhow::Result<
     }
 
     let api_addr = args.api_addr.to_string();
-    let serve_args: Vec<&OsStr> = vec![
+    // The demo is local: on loopback, its API needs no token, so that `curl` just works. (A non-loopback
+    // address keeps authentication on; `meshlens token create` makes a token.)
+    let api_open = args.api_addr.ip().is_loopback() && serve_has_flag("--insecure-no-auth").await;
+    let mut serve_args: Vec<&OsStr> = vec![
         "serve".as_ref(),
         "--data-dir".as_ref(),
         layout.store.as_os_str(),
@@ -367,6 +374,9 @@ async fn start(args: &DemoArgs, plan: &Plan, layout: &Layout) -> anyhow::Result<
         "-f".as_ref(),
         mesh.as_os_str(),
     ];
+    if api_open {
+        serve_args.push("--insecure-no-auth".as_ref());
+    }
     let (serve, line) =
         children::spawn("serve", &serve_args, &layout.logs, |line| line.starts_with("meshlens listening ")).await?;
     let listening = |key: &str| -> anyhow::Result<SocketAddr> {
@@ -380,6 +390,7 @@ async fn start(args: &DemoArgs, plan: &Plan, layout: &Layout) -> anyhow::Result<
         proxies: Vec::new(),
         apps: Apps::new(),
         ingress: SocketAddr::new(plan.gateway.address, INGRESS_PORT),
+        api_open,
     };
 
     let ca = layout.ca.as_os_str();
@@ -439,6 +450,50 @@ async fn start(args: &DemoArgs, plan: &Plan, layout: &Layout) -> anyhow::Result<
     let (ingress, _) = children::spawn(&name, &ingress_args, &layout.logs, admin_ready).await?;
     running.proxies.push(ingress);
     Ok(running)
+}
+
+/// Whether this build's `meshlens serve` has `flag` (the REST API's options arrived after the collector's).
+async fn serve_has_flag(flag: &str) -> bool {
+    let help = tokio::process::Command::new(std::env::current_exe().unwrap_or_default())
+        .args(["serve", "--help"])
+        .output()
+        .await;
+    help.is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(flag))
+}
+
+/// The REST API's view of the run: `GET /api/v1/findings` and `GET /api/v1/mtls/coverage` over the run's
+/// window, or `None` where this build's API lacks them.
+async fn fetch_api(
+    api: SocketAddr,
+    started: chrono::DateTime<Utc>,
+    ended: chrono::DateTime<Utc>,
+) -> Option<summary::ApiView> {
+    let client = http::client(None);
+    let window = format!(
+        "start={}&end={}",
+        started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        (ended + chrono::TimeDelta::seconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let get = |path: String| {
+        let client = client.clone();
+        async move {
+            let request = ::http::Request::get(format!("http://{api}{path}")).body(http::Body::default()).ok()?;
+            match http::call(&client, request).await {
+                Ok((status, body)) if status.is_success() => serde_json::from_slice::<serde_json::Value>(&body).ok(),
+                Ok((status, body)) => {
+                    tracing::warn!(%path, %status, body = %String::from_utf8_lossy(&body), "the API did not answer");
+                    None
+                }
+                Err(error) => {
+                    tracing::warn!(%path, "the API did not answer: {error:#}");
+                    None
+                }
+            }
+        }
+    };
+    let findings = get(format!("/api/v1/findings?{window}&limit=500")).await?;
+    let mtls_coverage = get(format!("/api/v1/mtls/coverage?{window}")).await?;
+    Some(summary::ApiView { findings, mtls_coverage })
 }
 
 /// A proxy prints its admin listener last, after every other listener is bound.

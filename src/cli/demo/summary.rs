@@ -89,6 +89,23 @@ pub struct Run {
     pub shipped: Shipped,
     pub clean_shutdown: bool,
     pub report: (Vec<Finding>, TrafficReport),
+    pub api_view: Option<ApiView>,
+}
+
+/// What the REST API answered about the run.
+#[derive(Debug, Serialize)]
+pub struct ApiView {
+    /// `GET /api/v1/findings` over the run's window.
+    pub findings: serde_json::Value,
+    /// `GET /api/v1/mtls/coverage` over the run's window.
+    pub mtls_coverage: serde_json::Value,
+}
+
+impl ApiView {
+    fn reports(&self, code: &str, resource: &str) -> bool {
+        let items = self.findings.get("items").and_then(serde_json::Value::as_array);
+        items.is_some_and(|items| items.iter().any(|f| f["code"] == code && f["resource"] == resource))
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -114,6 +131,8 @@ pub struct Summary {
     pub findings: Vec<MarkedFinding>,
     /// The traffic analyses: `mtls`, `routes`, `resilience`, `recommendations` (and their findings).
     pub analysis: TrafficReport,
+    /// The same run through the REST API, when this build's API serves it.
+    pub api_view: Option<ApiView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -123,6 +142,8 @@ pub struct PlantedStatus {
     /// `CODE RESOURCE` of each expected finding, and whether it was reported.
     pub expected: Vec<(String, bool)>,
     pub found: bool,
+    /// Whether `GET /api/v1/findings` reports every expected finding too (absent without the API).
+    pub in_api: Option<bool>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -167,7 +188,14 @@ impl Summary {
                         (format!("{code} {resource}"), seen)
                     })
                     .collect();
-                PlantedStatus { id: p.id, what: p.what, found: expected.iter().all(|(_, seen)| *seen), expected }
+                let in_api = run.api_view.as_ref().map(|api| p.expected.iter().all(|(c, r)| api.reports(c, r)));
+                PlantedStatus {
+                    id: p.id,
+                    what: p.what,
+                    found: expected.iter().all(|(_, seen)| *seen),
+                    expected,
+                    in_api,
+                }
             })
             .collect();
         let mut levels = LevelCounts::default();
@@ -194,6 +222,7 @@ impl Summary {
             levels,
             findings,
             analysis,
+            api_view: run.api_view,
         }
     }
 
@@ -273,6 +302,16 @@ impl Summary {
             for (finding, seen) in &p.expected {
                 writeln!(out, "          {} {finding}", if *seen { "+" } else { "-" })?;
             }
+        }
+
+        if let Some(api) = &self.api_view {
+            let agreed = self.planted.iter().filter(|p| p.in_api == Some(true)).count();
+            let total = api.findings.get("total").and_then(serde_json::Value::as_u64).unwrap_or(0);
+            writeln!(
+                out,
+                "  the REST API (GET /api/v1/findings) reports {total} findings for the run, {agreed} of {} planted problems",
+                self.planted.len()
+            )?;
         }
 
         let l = &self.levels;
