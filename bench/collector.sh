@@ -12,7 +12,6 @@
 #   SPANS [1000000]      spans per OTLP path
 #   BATCH [1000]         lines per POST / spans per OTLP export / records per baseline append
 #   SENDERS [4]          concurrent senders (one connection each) and baseline appenders
-#   MEMORY_BUDGET_ROWS   passed as --memory-budget-rows to serve/import and to the baseline store
 #   CARGO_TARGET_DIR     where cargo builds [$HOME/.cache/meshlens-target-release]
 set -euo pipefail
 

@@ -43,8 +43,6 @@ struct Settings {
     spans: usize,
     batch: usize,
     senders: usize,
-    /// Extra arguments for `meshlens serve` and `import` (e.g. store settings), also applied in-process.
-    memory_budget_rows: Option<usize>,
 }
 
 fn env_usize(name: &str, default: usize) -> anyhow::Result<usize> {
@@ -66,20 +64,12 @@ impl Settings {
             spans: env_usize("SPANS", 1_000_000)?,
             batch: env_usize("BATCH", 1000)?.max(1),
             senders: env_usize("SENDERS", 4)?.max(1),
-            memory_budget_rows: std::env::var("MEMORY_BUDGET_ROWS").ok().and_then(|v| v.parse().ok()),
         })
     }
 
+    /// The store configuration `meshlens serve` and `import` use (they expose no store tuning flags).
     fn store_config(&self, dir: &Path) -> StoreConfig {
-        let mut config = StoreConfig::new(dir);
-        if let Some(rows) = self.memory_budget_rows {
-            config.memory_budget_rows = rows;
-        }
-        config
-    }
-
-    fn store_args(&self) -> Vec<String> {
-        self.memory_budget_rows.map(|rows| vec!["--memory-budget-rows".into(), rows.to_string()]).unwrap_or_default()
+        StoreConfig::new(dir)
     }
 }
 
@@ -155,7 +145,7 @@ fn main() -> anyhow::Result<()> {
     drop(log_bodies);
 
     // Spans: store baseline, OTLP/HTTP, OTLP/gRPC.
-    let span_counts = Arc::new(span_bodies.iter().map(|b| spans_in(b)).collect::<anyhow::Result<Vec<u64>>>()?);
+    let span_counts = Arc::new(span_bodies.iter().map(spans_in).collect::<anyhow::Result<Vec<u64>>>()?);
     let span_batches = convert_spans(&span_bodies)?;
     let baseline_spans = runtime.block_on(store_baseline(&settings, work.path(), span_batches, "spans"))?;
     rows.push(baseline_spans.clone());
@@ -373,7 +363,6 @@ fn serve_path(
         .map(str::to_owned)
         .collect();
     args.push(dir.display().to_string());
-    args.extend(settings.store_args());
     let (tx, rx) = std::sync::mpsc::channel();
     let tx = Mutex::new(tx);
     let server = Timed::spawn(&settings.bin, &args, move |line| {
@@ -438,13 +427,12 @@ fn import_path(
     let lines: u64 = bodies.iter().map(|b| bytecount_lines(b)).sum();
     let dir = work.join("import");
     let mut args = vec!["import".to_owned(), "--data-dir".into(), dir.display().to_string()];
-    args.extend(settings.store_args());
     args.push(file.display().to_string());
     let started = Instant::now();
     let (stderr, rss, cpu) = Timed::spawn(&settings.bin, &args, |_| {})?.wait()?;
     let elapsed = started.elapsed();
     let summary = format!("read {lines} lines: {lines} stored, 0 rejected");
-    anyhow::ensure!(stderr.iter().any(|l| *l == summary), "import did not report {summary:?}: {stderr:?}");
+    anyhow::ensure!(stderr.contains(&summary), "import did not report {summary:?}: {stderr:?}");
     let stored = runtime.block_on(count_rows(settings, &dir, "requests"))?;
     anyhow::ensure!(stored == lines, "import: the store holds {stored} requests, {lines} lines were read");
     std::fs::remove_file(&file)?;
