@@ -90,6 +90,7 @@ fn access_log(n: usize) -> String {
                 "path": "/",
                 "authority": format!("{service}:9080"),
                 "status": if i % 5 == 0 { 503 } else { 200 },
+                "response_flags": [],
                 "request_id": format!("{source}-{i}"),
                 "reporter": "destination",
                 "direction": "inbound",

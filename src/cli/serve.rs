@@ -129,14 +129,14 @@ impl ServeArgs {
         let api = ApiState { store: Arc::clone(&store), telemetry, ready: Arc::new(AtomicBool::new(false)) };
         let listeners =
             Listeners { otlp_grpc: self.otlp_grpc_addr.0, otlp_http: self.otlp_http_addr.0, api: self.api_addr.0 };
-        // Scheduled reports (docs/reports.md): started with the API, stopped before the store closes.
-        let ticker = meshlens_api::schedules::Ticker::spawn(app.clone(), Default::default());
         let app = if self.insecure_no_auth {
             tracing::warn!("the REST API runs without authentication (--insecure-no-auth)");
             app.without_auth()
         } else {
             app
         };
+        // Scheduled reports (docs/reports.md): started with the API, stopped before the store closes.
+        let ticker = meshlens_api::schedules::Ticker::spawn(app.clone(), Default::default());
         let rest_api = meshlens_api::router(app);
         let server = server::start(listeners, ctx, api, rest_api).await?;
         let bound = server.local_addrs();

@@ -13,8 +13,9 @@ use super::render::{Format, render};
 use super::trend::Trend;
 use crate::analysis::window_until_now;
 use crate::auth::{Caller, Role};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
+use crate::v1::ErrorResponses;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -107,7 +108,23 @@ struct Created {
 }
 
 /// `POST /api/v1/reports`: analyzes the window now, stores the report and answers 201 with its summary.
-async fn create(
+#[utoipa::path(
+    post,
+    path = "/api/v1/reports",
+    tag = "reports",
+    request_body(
+        content = Object,
+        content_type = "application/json",
+        description = "Optional: `{\"window\": \"24h\", \"policy\": {...} or \"YAML text\"}` (docs/reports.md)"
+    ),
+    responses(
+        (status = 201, description = "The stored report's id, verdict and summary", body = Object),
+        (status = 404, description = "Not found", body = ErrorBody),
+        ErrorResponses
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     body: Bytes,
@@ -133,14 +150,14 @@ async fn create(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub struct ListQuery {
     limit: Option<u32>,
     offset: Option<u64>,
     namespace: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
-struct Page {
+pub struct Page {
     reports: Vec<ReportMeta>,
     total: u64,
     limit: u32,
@@ -148,7 +165,19 @@ struct Page {
 }
 
 /// `GET /api/v1/reports?limit=&offset=`: the history, newest first.
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/api/v1/reports",
+    tag = "reports",
+    params(
+        ("limit" = Option<u32>, Query, description = "Reports per page, 1 to 500 (default 50)"),
+        ("offset" = Option<u64>, Query, description = "Reports to skip"),
+        ("namespace" = Option<String>, Query, description = "Show this namespace's slice of each report")
+    ),
+    responses((status = 200, description = "`{reports, total, limit, offset}`, newest first", body = Object), ErrorResponses),
+    security(("bearer" = []))
+)]
+pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -178,7 +207,7 @@ async fn list(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FetchQuery {
+pub struct FetchQuery {
     format: Option<String>,
     namespace: Option<String>,
 }
@@ -201,7 +230,28 @@ pub async fn visible_report(
 }
 
 /// `GET /api/v1/reports/{id}?format=json|html|md|csv`.
-async fn fetch(
+#[utoipa::path(
+    get,
+    path = "/api/v1/reports/{id}",
+    tag = "reports",
+    params(
+        ("id" = i64, Path, description = "The report's id"),
+        ("format" = Option<String>, Query, description = "`json` (default), `html`, `md` or `csv`"),
+        ("namespace" = Option<String>, Query, description = "Show this namespace's slice")
+    ),
+    responses(
+        (status = 200, description = "The report in the requested rendering", content(
+            (Object = "application/json"),
+            (String = "text/html; charset=utf-8"),
+            (String = "text/markdown; charset=utf-8"),
+            (String = "text/csv; charset=utf-8")
+        )),
+        (status = 404, description = "No such report", body = ErrorBody),
+        ErrorResponses
+    ),
+    security(("bearer" = []))
+)]
+pub async fn fetch(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     id: Result<Path<i64>, axum::extract::rejection::PathRejection>,

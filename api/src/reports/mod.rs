@@ -8,7 +8,7 @@
 //! `meshlens report` (offline), `POST/GET /api/v1/reports` ([`routes`]) and the schedules
 //! (`crate::schedules`) all make reports through [`generate`]. docs/reports.md documents the format.
 
-mod api;
+pub mod api;
 pub mod history;
 pub mod model;
 pub mod policy;

@@ -14,10 +14,11 @@ pub mod webhook;
 pub use ticker::{Ticker, TickerOptions};
 
 use crate::auth::{Caller, Role};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::reports::history::{StoredReport, from_micros};
 use crate::reports::{Format, Policy, render};
 use crate::state::AppState;
+use crate::v1::ErrorResponses;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -227,7 +228,15 @@ pub fn validate(request: CreateSchedule, now: DateTime<Utc>) -> Result<NewSchedu
 }
 
 /// `POST /api/v1/schedules`.
-async fn create(
+#[utoipa::path(
+    post,
+    path = "/api/v1/schedules",
+    tag = "reports",
+    request_body(content = Object, content_type = "application/json", description = "A schedule (docs/reports.md)"),
+    responses((status = 201, description = "The new schedule", body = Object), ErrorResponses),
+    security(("bearer" = []))
+)]
+pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     body: Bytes,
@@ -243,12 +252,22 @@ async fn create(
 }
 
 #[derive(Debug, Serialize)]
-struct Listing {
+pub struct Listing {
     schedules: Vec<ScheduleView>,
 }
 
 /// `GET /api/v1/schedules`: every schedule with its 5 latest deliveries.
-async fn list(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Result<Json<Listing>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/schedules",
+    tag = "reports",
+    responses((status = 200, description = "`{schedules}`, each with its 5 latest deliveries", body = Object), ErrorResponses),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Listing>, ApiError> {
     require_admin(&caller)?;
     let catalog = state.store.catalog();
     let mut schedules = Vec::new();
@@ -264,7 +283,19 @@ fn path_id(id: Result<Path<i64>, axum::extract::rejection::PathRejection>) -> Re
 }
 
 /// `GET /api/v1/schedules/{id}`: one schedule with its 50 latest deliveries.
-async fn fetch(
+#[utoipa::path(
+    get,
+    path = "/api/v1/schedules/{id}",
+    tag = "reports",
+    params(("id" = i64, Path, description = "The schedule's id")),
+    responses(
+        (status = 200, description = "The schedule with its 50 latest deliveries", body = Object),
+        (status = 404, description = "No such schedule", body = ErrorBody),
+        ErrorResponses
+    ),
+    security(("bearer" = []))
+)]
+pub async fn fetch(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     id: Result<Path<i64>, axum::extract::rejection::PathRejection>,
@@ -278,7 +309,19 @@ async fn fetch(
 }
 
 /// `DELETE /api/v1/schedules/{id}`: 204; its stored reports stay, its pending deliveries go.
-async fn remove(
+#[utoipa::path(
+    delete,
+    path = "/api/v1/schedules/{id}",
+    tag = "reports",
+    params(("id" = i64, Path, description = "The schedule's id")),
+    responses(
+        (status = 204, description = "Deleted; its reports stay"),
+        (status = 404, description = "No such schedule", body = ErrorBody),
+        ErrorResponses
+    ),
+    security(("bearer" = []))
+)]
+pub async fn remove(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     id: Result<Path<i64>, axum::extract::rejection::PathRejection>,
