@@ -301,9 +301,9 @@ async fn run<T: DeserializeOwned>(
 }
 
 /// The `MAX_SERIES` series with the largest `weight`, largest first; and how many there were.
-fn busiest(mut series: BTreeMap<String, (f64, Vec<(i64, f64)>)>) -> (Vec<Series>, usize) {
+fn busiest(series: BTreeMap<String, (f64, Vec<(i64, f64)>)>) -> (Vec<Series>, usize) {
     let total = series.len();
-    let mut ranked: Vec<(String, (f64, Vec<(i64, f64)>))> = std::mem::take(&mut series).into_iter().collect();
+    let mut ranked: Vec<_> = series.into_iter().collect();
     ranked.sort_by(|a, b| b.1.0.total_cmp(&a.1.0).then_with(|| a.0.cmp(&b.0)));
     let kept = ranked.into_iter().take(MAX_SERIES).map(|(name, (_, points))| Series { name, points }).collect();
     (kept, total)
