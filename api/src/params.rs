@@ -138,6 +138,18 @@ pub fn window(params: &Params, limits: &ApiLimits, now: DateTime<Utc>) -> Result
             (end.checked_sub_signed(length.unwrap_or(DEFAULT_WINDOW)).ok_or_else(overflow)?, end)
         }
     };
+    // Telemetry timestamps are nanoseconds in the query engine, which cannot represent times before 1970
+    // here (or far in the future); such windows are the caller's mistake, not the server's failure.
+    let earliest = DateTime::UNIX_EPOCH;
+    let latest =
+        DateTime::parse_from_rfc3339("2200-01-01T00:00:00Z").map(|t| t.with_timezone(&Utc)).unwrap_or(earliest);
+    if start < earliest || end > latest {
+        return Err(ApiError::BadRequest(format!(
+            "the window {} to {} reaches outside the supported time range, 1970 to 2200",
+            start.to_rfc3339(),
+            end.to_rfc3339()
+        )));
+    }
     if start >= end {
         return Err(ApiError::BadRequest(format!(
             "start ({}) must be before end ({})",

@@ -175,6 +175,8 @@ async fn bad_parameters_are_400_with_the_reason() {
         ("/api/v1/graph?window=99999999999999w", "too long"),
         ("/api/v1/graph?start=2026-01-02T00:00:00Z&end=2026-01-01T00:00:00Z", "must be before end"),
         ("/api/v1/graph?start=yesterday", "start: expected an RFC 3339 time"),
+        ("/api/v1/graph?start=1562-02-25T02:09:55Z&window=1h", "outside the supported time range"),
+        ("/api/v1/graph?end=2999-01-01T00:00:00Z", "outside the supported time range"),
         ("/api/v1/graph?start=2026-01-01T00:00:00Z&end=2026-01-01T01:00:00Z&window=1h", "at most two of"),
         ("/api/v1/graph?limit=0", "limit: expected an integer from 1 to 1000"),
         ("/api/v1/graph?limit=1001", "limit: expected an integer from 1 to 1000"),
