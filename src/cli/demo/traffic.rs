@@ -135,8 +135,7 @@ pub async fn run(targets: Targets, rate: f64, seed: u64, mut stop: watch::Receiv
         while in_flight.try_join_next().is_some() {}
     }
     while in_flight.join_next().await.is_some() {}
-    let counts = counts.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    counts
+    counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 fn request(kind: Kind, product: u32, targets: &Targets) -> Option<Request<Body>> {
