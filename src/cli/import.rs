@@ -1,7 +1,7 @@
 //! `meshlens import`: access-log files (e.g. `kubectl logs POD -c istio-proxy`) into the store, through the
 //! same conversion, attribution and ingest path as the collector's `POST /v1/accesslogs`.
 
-use super::serve::{StoreArgs, attributor_for, close_store, load_mesh_config};
+use super::serve::{StoreArgs, attributor_for, load_mesh_config};
 use anyhow::Context;
 use meshlens_collector::attribution::{Attributor, ProxyIdentity};
 use meshlens_collector::ingest::{Ingest, IngestError, Outcome};
@@ -88,7 +88,7 @@ impl ImportArgs {
             }
         }
         drop(ingest);
-        close_store(store).await?;
+        store.close().await.context("closing the store")?;
         print_summary(&summary);
         result?;
         Ok(if summary.rejected == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })

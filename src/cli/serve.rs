@@ -4,7 +4,7 @@
 
 use super::live_config::{self, ConfigSink, KubeArgs};
 use anyhow::Context;
-use meshlens_api::{AppState, MeshSnapshot};
+use meshlens_api::{ApiLimits, AppState, MeshSnapshot};
 use meshlens_collector::api::ApiState;
 use meshlens_collector::attribution::{Attributor, SharedAttributor};
 use meshlens_collector::ingest::Ingest;
@@ -51,6 +51,34 @@ fn listen_addr(s: &str) -> Result<ListenAddr, String> {
     s.parse().map(|a| ListenAddr(Some(a))).map_err(|_| format!("expected IP:PORT or `off`, found {s:?}"))
 }
 
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("expected a positive number of requests per second, found {s:?}")),
+    }
+}
+
+/// How long telemetry is kept, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionAge(Option<Duration>);
+
+fn retention_age(s: &str) -> Result<RetentionAge, String> {
+    if s == "off" {
+        return Ok(RetentionAge(None));
+    }
+    let age = match s.strip_suffix('d').map(str::parse::<u64>) {
+        Some(Ok(days)) => Duration::from_secs(days.saturating_mul(86_400)),
+        _ => s
+            .parse::<meshlens_model::mesh::Duration>()
+            .map_err(|_| format!("expected an age such as `14d`, `36h` or `90m`, or `off`; found {s:?}"))?
+            .as_std(),
+    };
+    if age < Duration::from_secs(3600) {
+        return Err(format!("{s:?} is less than 1h; the store drops whole hour partitions"));
+    }
+    Ok(RetentionAge(Some(age)))
+}
+
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Each listener takes IP:PORT, or `off` to disable it; port 0 picks a free port. The \
                         bound addresses are printed on stderr at start-up as \
@@ -83,6 +111,17 @@ pub struct ServeArgs {
     #[command(flatten)]
     kube: KubeArgs,
 
+    /// Drop stored telemetry older than AGE, e.g. `14d` or `36h` (at least `1h`: whole hour partitions go,
+    /// checked at start and every 5 minutes). `off` keeps everything. Config history, reports, schedules
+    /// and tokens are never dropped.
+    #[arg(long, value_name = "AGE", default_value = "off", value_parser = retention_age)]
+    retention: RetentionAge,
+
+    /// Sustained REST API requests per second per token (per client address without auth); after a pause a
+    /// client may send up to four times as many at once. Beyond: 429 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 50.0, value_parser = positive_rate)]
+    api_rate_limit: f64,
+
     /// Serve the REST API without authentication (every request is an unscoped admin). Refused unless
     /// --api-addr is a loopback address.
     #[arg(long)]
@@ -111,12 +150,17 @@ impl ServeArgs {
             Some(path) => MeshSettings::load(path).map_err(|e| anyhow::anyhow!("{e}"))?,
         };
         let attributor = SharedAttributor::new(attributor_for(&mesh));
-        let store = Store::open(self.store.config())
+        let store = Store::open(StoreConfig { retention: self.retention.0, ..self.store.config() })
             .await
             .with_context(|| format!("opening the store in {}", self.store.data_dir.display()))?;
         let store = Arc::new(store);
         let telemetry = Arc::new(Telemetry::default());
-        let app = AppState::new(Arc::clone(&store), MeshSnapshot::default());
+        let limits = ApiLimits {
+            requests_per_second: self.api_rate_limit,
+            burst: (self.api_rate_limit * 4.0).ceil().min(f64::from(u32::MAX)) as u32,
+            ..ApiLimits::default()
+        };
+        let app = AppState::new(Arc::clone(&store), MeshSnapshot::default()).with_limits(limits);
         // The configuration in force is recorded in the config history and published before any listener
         // opens; with --kube, start-up fails here when the cluster cannot be watched.
         let sink = ConfigSink::new(app.clone(), attributor.clone(), settings);
@@ -150,7 +194,7 @@ impl ServeArgs {
         );
         let served = server.run_until(shutdown_signal()).await;
         ticker.stop().await;
-        close_store(store).await?;
+        store.close().await.context("closing the store")?;
         eprintln!("meshlens stopped");
         served.map_err(anyhow::Error::msg)?;
         Ok(ExitCode::SUCCESS)
@@ -180,21 +224,6 @@ pub fn attributor_for(mesh: &LoadReport) -> Attributor {
     attributor
 }
 
-/// Closes the store, flushing it. The listeners' tasks may still be dropping their handles on the store
-/// for a moment after they stopped, so this waits a little for the last reference.
-pub async fn close_store(mut store: Arc<Store>) -> anyhow::Result<()> {
-    for _ in 0..50 {
-        match Arc::try_unwrap(store) {
-            Ok(store) => return store.close().await.context("closing the store"),
-            Err(shared) => store = shared,
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // Still shared: dropping is safe (everything acknowledged is in the WAL), the next open replays it.
-    tracing::warn!("store still in use at shutdown; it will be recovered from the WAL at the next start");
-    Ok(())
-}
-
 /// Resolves on Ctrl-C or SIGTERM (what `kubectl delete pod` and systemd send).
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -222,4 +251,21 @@ async fn shutdown_signal() {
         () = term => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_ages_parse_days_go_durations_and_off() {
+        assert_eq!(retention_age("off"), Ok(RetentionAge(None)));
+        assert_eq!(retention_age("14d"), Ok(RetentionAge(Some(Duration::from_secs(14 * 86_400)))));
+        assert_eq!(retention_age("36h"), Ok(RetentionAge(Some(Duration::from_secs(36 * 3600)))));
+        assert_eq!(retention_age("1h30m"), Ok(RetentionAge(Some(Duration::from_secs(5400)))));
+        assert!(retention_age("30m").unwrap_err().contains("less than 1h"));
+        assert!(retention_age("two weeks").unwrap_err().contains("`14d`"));
+        assert!(retention_age("").is_err());
+        assert!(retention_age("-1d").is_err());
+    }
 }

@@ -34,6 +34,11 @@ pub struct StoreConfig {
     /// Most rows per Parquet row group (the unit that statistics prune and that scans parallelize on).
     /// Default 131 072.
     pub row_group_rows: usize,
+    /// Drop the hour partitions that ended more than this long ago (catalog rows first, then files),
+    /// once at open and then every 5 minutes. Rows still in memory are dropped after they are flushed.
+    /// Config history, reports, schedules and tokens are never affected. Unset (the default): keep
+    /// everything.
+    pub retention: Option<Duration>,
 }
 
 impl StoreConfig {
@@ -48,6 +53,7 @@ impl StoreConfig {
             wal_segment_bytes: 64 << 20,
             wal_compression: WalCompression::Lz4,
             row_group_rows: 131_072,
+            retention: None,
         }
     }
 
@@ -64,6 +70,9 @@ impl StoreConfig {
         }
         if self.flush_interval.is_zero() {
             return fail("flush_interval must be positive".into());
+        }
+        if self.retention.is_some_and(|age| age < Duration::from_secs(3600)) {
+            return fail("retention must be at least 1h: the store drops whole hour partitions".into());
         }
         Ok(())
     }

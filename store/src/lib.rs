@@ -18,7 +18,8 @@
 //!   push-down) with in-memory rows; [`Store::sql`] accepts read-only statements only.
 //! - **Config history**: [`config_history::ConfigHistory`] records each change of the mesh configuration
 //!   in force as a numbered version (what changed, when, content hash) in the same database.
-//! - **Retention**: [`Store::apply_retention`] drops hour partitions older than a maximum age.
+//! - **Retention**: [`Store::apply_retention`] drops hour partitions older than a maximum age; with
+//!   [`StoreConfig::retention`] set, the flusher does so at open and every 5 minutes.
 
 mod buffer;
 pub mod catalog;

@@ -11,6 +11,7 @@ use crate::store::Shared;
 use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
+use datafusion::common::config::TableParquetOptions;
 use datafusion::common::{DFSchema, ScalarValue, project_schema};
 use datafusion::datasource::TableProvider;
 use datafusion::datasource::listing::PartitionedFile;
@@ -77,7 +78,13 @@ impl TableProvider for StoreTable {
         let partitions = state.config().target_partitions().max(1);
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !files.is_empty() {
-            let mut source = ParquetSource::new(Arc::clone(&schema));
+            // The session's Parquet settings (`datafusion.execution.parquet.*`: filter push-down into the
+            // decoder, page index, ...) apply, so `SET` in a session can try them.
+            let options = TableParquetOptions {
+                global: state.config_options().execution.parquet.clone(),
+                ..TableParquetOptions::default()
+            };
+            let mut source = ParquetSource::new(Arc::clone(&schema)).with_table_parquet_options(options);
             if let Some(predicate) = conjunction(filters.iter().cloned()) {
                 let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
                 source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);

@@ -232,6 +232,13 @@ impl Shared {
     }
 }
 
+/// What the WAL writer thread is asked to do.
+enum WalCommand {
+    Append(AppendRequest),
+    /// Write what was queued before, then stop; later appends fail with [`StoreError::Closed`].
+    Stop,
+}
+
 /// One append waiting for the WAL writer.
 struct AppendRequest {
     table: Table,
@@ -242,19 +249,27 @@ struct AppendRequest {
 
 /// The durable telemetry store. See the crate docs for the design.
 ///
-/// Appends and queries take `&self`; share a store between tasks with `Arc<Store>`. Dropping the store
-/// stops its background work without flushing, which is safe (everything acknowledged is in the WAL);
-/// [`Store::close`] flushes first, so the next open has nothing to replay.
+/// Appends, queries and [`Store::close`] take `&self`; share a store between tasks with `Arc<Store>`.
+/// Dropping the store stops its background work without flushing, which is safe (everything
+/// acknowledged is in the WAL); `close` flushes first, so the next open has nothing to replay, and it
+/// works while other tasks still hold the `Arc` (they get [`StoreError::Closed`] from then on).
 pub struct Store {
     shared: Arc<Shared>,
     ctx: SessionContext,
-    wal_tx: Option<mpsc::UnboundedSender<AppendRequest>>,
-    writer: Option<std::thread::JoinHandle<()>>,
-    flusher: Option<tokio::task::JoinHandle<()>>,
-    shutdown: Option<watch::Sender<bool>>,
+    /// The WAL writer's queue; `None` for read-only stores.
+    wal_tx: Option<mpsc::UnboundedSender<WalCommand>>,
+    /// The background work of a read-write store, taken by the first `close` (or by drop).
+    workers: std::sync::Mutex<Option<Workers>>,
     recovery: RecoveryReport,
-    /// Holds the data directory's lock for the store's lifetime (read-write stores only).
-    lock: Option<File>,
+    /// The data directory's lock (read-write stores only), held until `close` or drop.
+    lock: std::sync::Mutex<Option<File>>,
+}
+
+/// The WAL writer thread and the flusher task of a read-write store.
+struct Workers {
+    writer: std::thread::JoinHandle<()>,
+    flusher: tokio::task::JoinHandle<()>,
+    shutdown: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -361,11 +376,9 @@ impl Store {
             ctx: session_for(&shared),
             shared,
             wal_tx: Some(wal_tx),
-            writer: Some(writer),
-            flusher: Some(flusher),
-            shutdown: Some(shutdown_tx),
+            workers: std::sync::Mutex::new(Some(Workers { writer, flusher, shutdown: shutdown_tx })),
             recovery: report,
-            lock: Some(lock),
+            lock: std::sync::Mutex::new(Some(lock)),
         })
     }
 
@@ -429,11 +442,9 @@ impl Store {
             ctx: session_for(&shared),
             shared,
             wal_tx: None,
-            writer: None,
-            flusher: None,
-            shutdown: None,
+            workers: std::sync::Mutex::new(None),
             recovery: report,
-            lock: None,
+            lock: std::sync::Mutex::new(None),
         })
     }
 
@@ -504,7 +515,7 @@ impl Store {
             return Err(StoreError::ReadOnly);
         };
         let (reply, ack) = oneshot::channel();
-        if tx.send(AppendRequest { table, batch, payload, reply }).is_err() {
+        if tx.send(WalCommand::Append(AppendRequest { table, batch, payload, reply })).is_err() {
             self.shared.release(rows);
             return Err(StoreError::Closed);
         }
@@ -575,43 +586,45 @@ impl Store {
         &self.shared.data_dir
     }
 
-    /// Stops accepting appends, waits for pending ones, flushes everything to Parquet and closes the
-    /// catalog.
-    pub async fn close(mut self) -> Result<()> {
-        self.wal_tx.take();
-        if let Some(writer) = self.writer.take() {
+    /// Stops accepting appends, waits for the pending ones, flushes everything to Parquet and closes the
+    /// catalog. Other holders of the store get [`StoreError::Closed`] from their appends afterwards.
+    /// Closing again does nothing.
+    pub async fn close(&self) -> Result<()> {
+        let workers = self.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(Workers { writer, flusher, shutdown }) = workers {
+            if let Some(tx) = &self.wal_tx {
+                // The writer may already have stopped (a panic); then there is nobody to tell.
+                let _ = tx.send(WalCommand::Stop);
+            }
             tokio::task::spawn_blocking(move || writer.join())
                 .await
                 .map_err(blocking_failed("WAL writer"))?
                 .map_err(|_| StoreError::Task { task: "WAL writer", detail: "panicked".into() })?;
-        }
-        if let Some(shutdown) = self.shutdown.take() {
             // The flusher may already have stopped; then there is nobody to tell.
             let _ = shutdown.send(true);
-        }
-        if let Some(flusher) = self.flusher.take() {
             flusher.await.map_err(blocking_failed("flusher"))?;
-        }
-        if self.lock.is_some() {
             self.shared.flush().await?;
         }
         self.shared.catalog.close().await;
+        // Another process (or this one) may open the directory from now on.
+        self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         Ok(())
     }
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
-        if let Some(flusher) = self.flusher.take() {
+        let workers = self.workers.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(Workers { writer, flusher, .. }) = workers {
             flusher.abort();
-        }
-        // Closing the channel ends the writer after the appends already queued; joining keeps it from
-        // writing into the directory after the lock below is released.
-        self.wal_tx.take();
-        if let Some(writer) = self.writer.take()
-            && writer.join().is_err()
-        {
-            tracing::error!("the WAL writer thread panicked");
+            // The writer finishes the appends already queued; joining keeps it from writing into the
+            // directory after the lock below is released.
+            if let Some(tx) = &self.wal_tx {
+                let _ = tx.send(WalCommand::Stop);
+            }
+            if writer.join().is_err() {
+                tracing::error!("the WAL writer thread panicked");
+            }
         }
     }
 }
@@ -649,20 +662,26 @@ fn lock_data_dir(data_dir: &Path) -> Result<File> {
 /// part of it may have reached the disk; reusing them would give two different records one number.
 fn wal_writer(
     shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<AppendRequest>,
+    mut rx: mpsc::UnboundedReceiver<WalCommand>,
     mut segment: SegmentWriter,
     mut next_seq: u64,
 ) {
     let mut group: Vec<AppendRequest> = Vec::new();
     let mut frames: Vec<u8> = Vec::new();
-    while let Some(first) = rx.blocking_recv() {
+    let mut stopping = false;
+    while !stopping {
+        let Some(WalCommand::Append(first)) = rx.blocking_recv() else { break };
         let mut bytes = first.payload.len();
         group.push(first);
         while bytes < MAX_GROUP_BYTES {
             match rx.try_recv() {
-                Ok(request) => {
+                Ok(WalCommand::Append(request)) => {
                     bytes += request.payload.len();
                     group.push(request);
+                }
+                Ok(WalCommand::Stop) => {
+                    stopping = true;
+                    break;
                 }
                 Err(_) => break,
             }
@@ -712,10 +731,24 @@ fn wal_writer(
     tracing::debug!("WAL writer stopped");
 }
 
-/// The flusher task: flushes when the buffer is big (woken by the writer) or old (checked on a timer).
+/// How often the flusher applies `StoreConfig::retention`.
+const RETENTION_EVERY: Duration = Duration::from_secs(300);
+
+/// The flusher task: flushes when the buffer is big (woken by the writer) or old (checked on a timer),
+/// and applies the retention, if configured, at start and every [`RETENTION_EVERY`].
 async fn flusher(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let tick = (shared.config.flush_interval / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut next_retention = tokio::time::Instant::now();
     loop {
+        if let Some(max_age) = shared.config.retention
+            && tokio::time::Instant::now() >= next_retention
+        {
+            next_retention += RETENTION_EVERY;
+            // A failed pass (catalog unreachable) is retried at the next one; nothing is lost meanwhile.
+            if let Err(e) = retention::apply(&shared, max_age).await {
+                tracing::warn!(error = %e, "retention failed; retrying in {RETENTION_EVERY:?}");
+            }
+        }
         tokio::select! {
             _ = shared.flush_wanted.notified() => {}
             _ = tokio::time::sleep(tick) => {}

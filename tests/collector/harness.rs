@@ -27,7 +27,11 @@ impl Collector {
     }
 
     pub fn start_with(extra: &[&str]) -> Collector {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), extra)
+    }
+
+    /// Starts on the store in `dir/data`, which may already hold data.
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Collector {
         let mut child = Command::new(BIN)
             .args(["serve", "--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0"])
             .args(["--api-addr", "127.0.0.1:0", "--data-dir"])

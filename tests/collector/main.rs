@@ -8,3 +8,4 @@ mod import;
 mod malformed;
 mod otlp;
 mod python_sdk;
+mod retention;
