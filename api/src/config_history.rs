@@ -22,15 +22,30 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/config/history", get(history)).route("/config/history/{id}", get(version))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct HistoryParams {
+#[into_params(parameter_in = Query)]
+pub struct HistoryParams {
+    /// Versions per page, 1 to 100. Default 20.
     limit: Option<u32>,
     /// Only versions older than this id (the `next` cursor of the previous page).
     before: Option<i64>,
 }
 
-async fn history(
+/// `GET /api/v1/config/history`: the versions of the configuration in force, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/config/history",
+    tag = "configuration",
+    params(HistoryParams),
+    responses(
+        (status = 200, description = "`current` version id, `versions` (id, time, source, hash, changes) and the \
+                                      `next` page's path", body = Object),
+        crate::v1::ErrorResponses
+    ),
+    security(("bearer" = []))
+)]
+pub async fn history(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Query(params): Query<HistoryParams>,
@@ -53,7 +68,20 @@ async fn history(
     })))
 }
 
-async fn version(
+/// `GET /api/v1/config/history/{id}`: one version with its changes.
+#[utoipa::path(
+    get,
+    path = "/api/v1/config/history/{id}",
+    tag = "configuration",
+    params(("id" = i64, Path, description = "The version id")),
+    responses(
+        (status = 200, description = "The version", body = Object),
+        (status = 404, description = "No such version", body = crate::ErrorBody),
+        crate::v1::ErrorResponses
+    ),
+    security(("bearer" = []))
+)]
+pub async fn version(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<i64>,

@@ -24,6 +24,12 @@ pub struct ApiLimits {
     pub default_limit: u32,
     /// Largest page size (400 beyond).
     pub max_limit: u32,
+    /// How long an analysis result is served to further requests for the same window, scope and
+    /// configuration without running again (`crate::analysis::cache`). Zero: every request runs them.
+    pub analysis_fresh_for: std::time::Duration,
+    /// How long an older result is still served at once while a background run replaces it; past that, a
+    /// request waits for a new run.
+    pub analysis_stale_for: std::time::Duration,
 }
 
 impl Default for ApiLimits {
@@ -35,6 +41,8 @@ impl Default for ApiLimits {
             max_window: TimeDelta::days(31),
             default_limit: 100,
             max_limit: 1000,
+            analysis_fresh_for: std::time::Duration::from_secs(10),
+            analysis_stale_for: std::time::Duration::from_secs(300),
         }
     }
 }

@@ -28,6 +28,9 @@ use utoipa::{Modify, OpenApi};
         v1::tokens::revoke,
         crate::reports::api::create, crate::reports::api::list, crate::reports::api::fetch,
         crate::schedules::list, crate::schedules::create, crate::schedules::fetch, crate::schedules::remove,
+        crate::config_history::history, crate::config_history::version,
+        crate::sql::query,
+        crate::charts::mtls_coverage, crate::charts::requests, crate::charts::latency, crate::charts::split_drift,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -36,6 +39,8 @@ use utoipa::{Modify, OpenApi};
         (name = "configuration", description = "The mesh configuration in force"),
         (name = "tokens", description = "API tokens (unscoped admins only)"),
         (name = "reports", description = "Compliance reports, their history and schedules (docs/reports.md)"),
+        (name = "sql", description = "Read-only SQL over the stored telemetry"),
+        (name = "charts", description = "Charts of the stored telemetry, SVG or PNG"),
     )
 )]
 struct ApiDoc;

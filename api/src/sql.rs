@@ -438,7 +438,7 @@ fn redact(batch: &RecordBatch, data_dir: &str) -> Result<RecordBatch, ApiError> 
 }
 
 /// Answer formats of the query endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum QueryFormat {
     Json,
@@ -447,7 +447,7 @@ pub enum QueryFormat {
 }
 
 /// Body of `POST /api/v1/query`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryRequest {
     /// One SELECT (WITH, VALUES) or EXPLAIN statement over `requests` and `spans`.
@@ -477,7 +477,24 @@ pub fn routes_with(limits: SqlLimits) -> Router<AppState> {
 }
 
 /// `POST /api/v1/query`.
-async fn query(
+#[utoipa::path(
+    post,
+    path = "/api/v1/query",
+    tag = "sql",
+    description = "One read-only SQL statement (SELECT, WITH, VALUES, EXPLAIN) over the `requests` and `spans` \
+                   tables, limited in time, rows, bytes and memory; a namespace-scoped token sees only its \
+                   namespace's rows. See docs/api.md.",
+    request_body = QueryRequest,
+    responses(
+        (status = 200, description = "The result: JSON `{columns, rows, truncated, ...}`, CSV or Arrow IPC stream",
+         content((Object = "application/json"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.arrow.stream"))),
+        (status = 422, description = "The query went over a limit (rows, bytes, time or memory)", body = crate::ErrorBody),
+        (status = 503, description = "Too many queries at once; see Retry-After", body = crate::ErrorBody),
+        crate::v1::ErrorResponses
+    ),
+    security(("bearer" = []))
+)]
+pub async fn query(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(sandbox): Extension<Arc<Sandbox>>,

@@ -1,5 +1,6 @@
 //! [`AppState`]: what every handler shares — the store, and the mesh configuration in force.
 
+use crate::analysis::cache::AnalysisCache;
 use crate::auth::AuthMode;
 use crate::limits::{ApiLimits, RateLimiter};
 use crate::tokens::Tokens;
@@ -56,6 +57,7 @@ pub struct AppState {
     mesh: Arc<RwLock<Arc<MeshSnapshot>>>,
     auth: AuthMode,
     limits: Arc<Limits>,
+    analysis_cache: Arc<AnalysisCache>,
 }
 
 /// The limits in force and the rate limiter's buckets.
@@ -81,6 +83,7 @@ impl AppState {
             mesh: Arc::new(RwLock::new(Arc::new(mesh))),
             auth,
             limits: Arc::new(Limits::new(ApiLimits::default())),
+            analysis_cache: Arc::default(),
         }
     }
 
@@ -103,6 +106,11 @@ impl AppState {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Recent analysis results ([`crate::analysis::cache`]).
+    pub fn analysis_cache(&self) -> &AnalysisCache {
+        &self.analysis_cache
     }
 
     /// The configuration in force now.

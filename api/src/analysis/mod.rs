@@ -8,6 +8,8 @@
 //! alone (unused routes, config findings, patches) is filtered by the namespace of its resource with
 //! [`resource_namespace`] and [`host_namespace`] by the endpoints.
 
+pub mod cache;
+
 use crate::error::ApiError;
 use crate::state::{AppState, MeshSnapshot};
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
@@ -27,6 +29,8 @@ pub const DEFAULT_WINDOW: TimeDelta = TimeDelta::hours(1);
 /// The result of one analysis run, and the configuration it was read against.
 #[derive(Debug, Clone)]
 pub struct Analysis {
+    /// The window analyzed.
+    pub window: Window,
     pub mesh: Arc<MeshSnapshot>,
     pub traffic: TrafficReport,
     /// The service graph of the same window and scope.
@@ -42,27 +46,25 @@ pub fn window_until_now(length: Option<TimeDelta>) -> Window {
     Window { start, end }
 }
 
-/// Runs every traffic analysis over `window` against the configuration in force.
+/// Runs every traffic analysis over `window` against the configuration in force, now (reports use this;
+/// the endpoints go through [`cache::analysis`]).
 pub async fn run(state: &AppState, window: Window) -> Result<Analysis, ApiError> {
-    run_scoped(state, window, None).await
+    run_with(state, state.mesh(), window, None).await
 }
 
-/// Runs every analysis over `window`, on the records of `namespace` only (source or destination) when
-/// given.
-pub async fn run_scoped(state: &AppState, window: Window, namespace: Option<&str>) -> Result<Analysis, ApiError> {
-    let mesh = state.mesh();
+/// Runs every analysis over `window` against `mesh`, on the records of `namespace` only (source or
+/// destination) when given.
+async fn run_with(
+    state: &AppState,
+    mesh: Arc<MeshSnapshot>,
+    window: Window,
+    namespace: Option<&str>,
+) -> Result<Analysis, ApiError> {
     let ctx = scoped_context(state, namespace).await?;
     let traffic =
         traffic::analyze(&ctx, &mesh.mesh, window, &TrafficOptions::default()).await.map_err(ApiError::internal)?;
     let graph = graph(&ctx, window).await?;
-    Ok(Analysis { mesh, traffic, graph, namespace: namespace.map(str::to_owned) })
-}
-
-/// The service graph alone (what `/graph` needs, without the other analyses), on the records of
-/// `namespace` only when given.
-pub async fn run_graph(state: &AppState, window: Window, namespace: Option<&str>) -> Result<Graph, ApiError> {
-    let ctx = scoped_context(state, namespace).await?;
-    graph(&ctx, window).await
+    Ok(Analysis { window, mesh, traffic, graph, namespace: namespace.map(str::to_owned) })
 }
 
 /// A session whose `requests` table is the store's, restricted to `namespace`'s records when given.

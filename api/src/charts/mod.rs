@@ -51,8 +51,9 @@ const NICE_STEPS: [i64; 14] = [1, 5, 10, 30, 60, 300, 600, 900, 1800, 3600, 10_8
 
 /// Query parameters of every chart; each chart uses those its docs name and ignores none silently
 /// (unknown parameters are refused).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ChartParams {
     /// Length of the window ending at `end` (or now): `90s`, `15m`, `6h`, `7d`. Default 1h.
     pub window: Option<String>,
@@ -74,7 +75,9 @@ pub struct ChartParams {
     pub by: Option<String>,
     /// `svg` (default) or `png`.
     pub format: Option<ImageFormat>,
+    /// Image width in pixels, 100 to 4000. Default 960.
     pub width: Option<u32>,
+    /// Image height in pixels, 100 to 4000. Default 480.
     pub height: Option<u32>,
 }
 
@@ -340,7 +343,20 @@ struct MtlsRow {
 }
 
 /// `GET /api/v1/charts/mtls-coverage`.
-async fn mtls_coverage(
+#[utoipa::path(
+    get,
+    path = "/api/v1/charts/mtls-coverage",
+    tag = "charts",
+    description = "mTLS coverage over time: the share of mutual TLS among requests whose mTLS is known, overall or per destination namespace (`by=namespace`). SVG by default, PNG with `format=png`; fonts are embedded.",
+    params(ChartParams),
+    responses(
+        (status = 200, description = "The chart", content((String = "image/svg+xml"), (Vec<u8> = "image/png"))),
+        (status = 422, description = "The chart's query went over a limit", body = crate::ErrorBody),
+        crate::v1::ErrorResponses
+    ),
+    security(("bearer" = []))
+)]
+pub async fn mtls_coverage(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(sandbox): Extension<Arc<Sandbox>>,
@@ -385,7 +401,20 @@ struct RateRow {
 }
 
 /// `GET /api/v1/charts/requests`.
-async fn requests(
+#[utoipa::path(
+    get,
+    path = "/api/v1/charts/requests",
+    tag = "charts",
+    description = "Request rate and error rate over time per destination service. SVG by default, PNG with `format=png`; fonts are embedded.",
+    params(ChartParams),
+    responses(
+        (status = 200, description = "The chart", content((String = "image/svg+xml"), (Vec<u8> = "image/png"))),
+        (status = 422, description = "The chart's query went over a limit", body = crate::ErrorBody),
+        crate::v1::ErrorResponses
+    ),
+    security(("bearer" = []))
+)]
+pub async fn requests(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(sandbox): Extension<Arc<Sandbox>>,
@@ -445,7 +474,20 @@ struct LatencyRow {
 }
 
 /// `GET /api/v1/charts/latency`.
-async fn latency(
+#[utoipa::path(
+    get,
+    path = "/api/v1/charts/latency",
+    tag = "charts",
+    description = "Latency percentiles (p50, p95, p99) over time per route. SVG by default, PNG with `format=png`; fonts are embedded.",
+    params(ChartParams),
+    responses(
+        (status = 200, description = "The chart", content((String = "image/svg+xml"), (Vec<u8> = "image/png"))),
+        (status = 422, description = "The chart's query went over a limit", body = crate::ErrorBody),
+        crate::v1::ErrorResponses
+    ),
+    security(("bearer" = []))
+)]
+pub async fn latency(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(sandbox): Extension<Arc<Sandbox>>,
@@ -486,7 +528,20 @@ fn resource_namespace(resource: &str) -> Option<&str> {
 }
 
 /// `GET /api/v1/charts/split-drift`.
-async fn split_drift(
+#[utoipa::path(
+    get,
+    path = "/api/v1/charts/split-drift",
+    tag = "charts",
+    description = "Configured weights vs observed shares of each weighted route split. SVG by default, PNG with `format=png`; fonts are embedded.",
+    params(ChartParams),
+    responses(
+        (status = 200, description = "The chart", content((String = "image/svg+xml"), (Vec<u8> = "image/png"))),
+        (status = 422, description = "The chart's query went over a limit", body = crate::ErrorBody),
+        crate::v1::ErrorResponses
+    ),
+    security(("bearer" = []))
+)]
+pub async fn split_drift(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(sandbox): Extension<Arc<Sandbox>>,

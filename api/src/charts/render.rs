@@ -29,7 +29,7 @@ const PALETTE: [RGBColor; 8] = [
 /// What an empty chart says instead of lines or bars.
 pub(crate) const NO_DATA: &str = "no data in window";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ImageFormat {
     Svg,

@@ -172,7 +172,7 @@ pub async fn findings(
     }
     let (items, total) = request.page.slice(all);
     Ok(Json(FindingsResponse {
-        window: request.window.into(),
+        window: analysis.window.into(),
         namespace: request.namespace,
         items,
         total,

@@ -149,12 +149,13 @@ pub async fn graph(
     uri: Uri,
 ) -> Result<Json<GraphResponse>, ApiError> {
     let request = AnalysisRequest::parse(&state, &caller, &uri, &[])?;
-    let graph = crate::analysis::run_graph(&state, request.window, request.namespace.as_deref()).await?;
-    let seconds = (request.window.end - request.window.start).num_milliseconds() as f64 / 1000.0;
-    let edges: Vec<GraphEdge> = graph.edges.into_iter().map(|e| edge(e, seconds)).collect();
+    let analysis = request.run(&state).await?;
+    let window = analysis.window;
+    let seconds = (window.end - window.start).num_milliseconds() as f64 / 1000.0;
+    let edges: Vec<GraphEdge> = analysis.graph.edges.iter().cloned().map(|e| edge(e, seconds)).collect();
     let (items, total) = request.page.slice(edges);
     Ok(Json(GraphResponse {
-        window: request.window.into(),
+        window: window.into(),
         namespace: request.namespace,
         nodes: nodes(&items),
         items,

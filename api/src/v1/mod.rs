@@ -1,6 +1,6 @@
 //! The analysis endpoints of `/api/v1`, one module each: the service graph, mTLS coverage, route usage,
 //! resilience gaps, recommendations, findings and the configuration in force. Each parses its parameters
-//! with [`crate::params`], runs [`crate::analysis::run_scoped`] for the caller's scope and answers one page
+//! with [`crate::params`], takes the analyses for the caller's scope from [`crate::analysis::cache`] and answers one page
 //! of its list in the same envelope: `items`, `total` (items across all pages), `limit`, `offset`, next to
 //! the `window` and `namespace` the answer covers and the endpoint's own summary fields. [`tokens`] manages
 //! API tokens over HTTP (unscoped admins only).
@@ -14,6 +14,7 @@ pub mod resilience;
 pub mod routes;
 pub mod tokens;
 
+use crate::analysis::cache::WindowSpec;
 use crate::analysis::{self, Analysis};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
@@ -24,6 +25,7 @@ use axum::routing::{delete, get};
 use chrono::Utc;
 use http::Uri;
 use meshlens_analyzer::traffic::Window;
+use std::sync::Arc;
 use utoipa::IntoResponses;
 
 /// The analysis routes (relative to `/api/v1`).
@@ -48,6 +50,8 @@ pub const WINDOW_PARAMS: [&str; 6] = ["window", "start", "end", "namespace", "li
 pub struct AnalysisRequest {
     pub params: Params,
     pub window: Window,
+    /// `window` as the request named it, relative to now or fixed.
+    pub window_spec: WindowSpec,
     pub namespace: Option<String>,
     pub page: Page,
 }
@@ -59,14 +63,20 @@ impl AnalysisRequest {
         let params = Params::parse(uri, &accepted)?;
         let limits = &state.limits().config;
         let window = params::window(&params, limits, Utc::now())?;
+        let window_spec = if params.get("start").is_none() && params.get("end").is_none() {
+            WindowSpec::UntilNow(window.end - window.start)
+        } else {
+            WindowSpec::Fixed { start: window.start, end: window.end }
+        };
         let namespace = params::namespace(&params, caller)?;
         let page = Page::from_params(&params, limits)?;
-        Ok(AnalysisRequest { params, window, namespace, page })
+        Ok(AnalysisRequest { params, window, window_spec, namespace, page })
     }
 
-    /// Runs the analyses this request covers.
-    pub async fn run(&self, state: &AppState) -> Result<Analysis, ApiError> {
-        analysis::run_scoped(state, self.window, self.namespace.as_deref()).await
+    /// The analyses this request covers, from the cache when it has a usable result
+    /// ([`analysis::cache`]); the result's `window` is the one analyzed.
+    pub async fn run(&self, state: &AppState) -> Result<Arc<Analysis>, ApiError> {
+        analysis::cache::analysis(state, self.window_spec, self.namespace.as_deref()).await
     }
 
     /// Whether something in namespace `namespace` (`None`: in none) is visible to this request.

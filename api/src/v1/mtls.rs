@@ -154,7 +154,7 @@ pub async fn coverage(
         .map(MtlsClassification::parse)
         .collect::<Result<Vec<_>, _>>()?;
     let analysis = request.run(&state).await?;
-    let report = analysis.traffic.mtls;
+    let report = &analysis.traffic.mtls;
     let edges: Vec<MtlsEdge> = report
         .edges
         .iter()
@@ -184,7 +184,7 @@ pub async fn coverage(
         .collect();
     let (items, total) = request.page.slice(edges);
     Ok(Json(CoverageResponse {
-        window: request.window.into(),
+        window: analysis.window.into(),
         namespace: request.namespace,
         overall: (&report.overall).into(),
         namespaces,

@@ -153,7 +153,7 @@ pub async fn recommendations(
         .collect();
     let (items, total) = request.page.slice(recommendations);
     Ok(Json(RecommendationsResponse {
-        window: request.window.into(),
+        window: analysis.window.into(),
         namespace: request.namespace,
         items,
         total,

@@ -144,7 +144,7 @@ pub async fn gaps(
     let request = AnalysisRequest::parse(&state, &caller, &uri, &["only_gaps"])?;
     let only_gaps = request.params.flag("only_gaps")?.unwrap_or(false);
     let analysis = request.run(&state).await?;
-    let report = analysis.traffic.resilience;
+    let report = &analysis.traffic.resilience;
     let mut services: Vec<ServiceResilience> = report
         .services
         .iter()
@@ -210,7 +210,7 @@ pub async fn gaps(
         .collect();
     let (items, total) = request.page.slice(services);
     Ok(Json(GapsResponse {
-        window: request.window.into(),
+        window: analysis.window.into(),
         namespace: request.namespace,
         items,
         total,

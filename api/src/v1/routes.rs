@@ -216,7 +216,7 @@ pub async fn routes(
     let request = AnalysisRequest::parse(&state, &caller, &uri, &["unused"])?;
     let unused = request.params.flag("unused")?;
     let analysis = request.run(&state).await?;
-    let report = analysis.traffic.routes;
+    let report = &analysis.traffic.routes;
     // A scope sees the routes its traffic used, and the unused ones defined in or for its namespace.
     let visible = |r: &&analyzed::RouteUsage| {
         r.requests > 0
@@ -232,7 +232,7 @@ pub async fn routes(
         .collect();
     let (items, total) = request.page.slice(routes);
     Ok(Json(RoutesResponse {
-        window: request.window.into(),
+        window: analysis.window.into(),
         namespace: request.namespace,
         items,
         total,

@@ -3,6 +3,7 @@
 //! limits, and the OpenAPI document.
 
 mod auth;
+mod cache;
 mod common;
 mod endpoints;
 mod openapi;

@@ -1,0 +1,153 @@
+//! Recent analysis results, shared between requests.
+//!
+//! One dashboard view asks `/graph`, `/mtls/coverage`, `/routes`, `/resilience/gaps`, `/recommendations`
+//! and `/findings` for the same window at once, and every open dashboard refreshes them; each would run
+//! every analysis over the whole window again (tens of seconds over ten million records). So a result is
+//! kept per window, namespace scope and configuration snapshot:
+//!
+//! - concurrent requests for the same key share one run (the first runs, the others wait for it);
+//! - a result younger than [`ApiLimits::analysis_fresh_for`] is served as is — for "the last hour" that
+//!   means up to that much older than the request, which the response's `window` states exactly;
+//! - an older one, up to [`ApiLimits::analysis_stale_for`], is still served at once while one background
+//!   run replaces it, so a slow analysis never makes a dashboard wait twice;
+//! - anything older is recomputed before answering. Failures are never kept.
+//!
+//! A scoped caller's key includes its namespace, so results never cross scopes.
+
+use super::{Analysis, run_with};
+use crate::error::ApiError;
+use crate::limits::ApiLimits;
+use crate::state::{AppState, MeshSnapshot};
+use chrono::{DateTime, TimeDelta, Utc};
+use meshlens_analyzer::traffic::Window;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+use tokio::sync::OnceCell;
+
+/// Most results kept; the oldest goes first.
+const MAX_ENTRIES: usize = 64;
+
+/// The window a request names: "the last LEN" moves with the clock, so it is one key whatever the time; a
+/// fixed range is a key of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WindowSpec {
+    UntilNow(TimeDelta),
+    Fixed { start: DateTime<Utc>, end: DateTime<Utc> },
+}
+
+impl WindowSpec {
+    /// The window to analyze when a run starts now.
+    fn resolve(self) -> Window {
+        match self {
+            WindowSpec::UntilNow(length) => super::window_until_now(Some(length)),
+            WindowSpec::Fixed { start, end } => Window { start, end },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    window: WindowSpec,
+    namespace: Option<String>,
+    /// The configuration snapshot's address; the entry holds the snapshot, so the address is not reused
+    /// while the entry exists.
+    mesh: usize,
+}
+
+#[derive(Debug)]
+struct Entry {
+    started: Instant,
+    result: OnceCell<Arc<Analysis>>,
+    refreshing: AtomicBool,
+}
+
+impl Entry {
+    fn new(started: Instant, result: Option<Arc<Analysis>>) -> Arc<Entry> {
+        Arc::new(Entry { started, result: OnceCell::new_with(result), refreshing: AtomicBool::new(false) })
+    }
+}
+
+/// The results of recent runs; see the module docs.
+#[derive(Debug, Default)]
+pub struct AnalysisCache {
+    entries: Mutex<HashMap<Key, Arc<Entry>>>,
+}
+
+impl AnalysisCache {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Entry>>> {
+        // Only whole `Arc`s are swapped under the lock; a panic cannot leave the map torn.
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn insert(&self, key: Key, entry: Arc<Entry>, limits: &ApiLimits) {
+        let mut entries = self.entries();
+        let now = Instant::now();
+        entries.retain(|_, e| now.duration_since(e.started) < limits.analysis_stale_for);
+        if entries.len() >= MAX_ENTRIES
+            && let Some(oldest) = entries.iter().min_by_key(|(_, e)| e.started).map(|(k, _)| k.clone())
+        {
+            entries.remove(&oldest);
+        }
+        entries.insert(key, entry);
+    }
+}
+
+/// The analyses over `window` for `namespace` against the configuration in force, from the cache when it
+/// has a usable result.
+pub async fn analysis(
+    state: &AppState,
+    window: WindowSpec,
+    namespace: Option<&str>,
+) -> Result<Arc<Analysis>, ApiError> {
+    let limits = &state.limits().config;
+    let mesh = state.mesh();
+    let key = Key { window, namespace: namespace.map(str::to_owned), mesh: Arc::as_ptr(&mesh) as usize };
+    let cache = state.analysis_cache();
+    let now = Instant::now();
+    let entry = {
+        let entries = cache.entries();
+        entries.get(&key).cloned()
+    };
+    let entry = match entry {
+        Some(entry) if now.duration_since(entry.started) < limits.analysis_fresh_for => entry,
+        Some(entry) if now.duration_since(entry.started) < limits.analysis_stale_for && entry.result.initialized() => {
+            if !entry.refreshing.swap(true, Ordering::AcqRel) {
+                tokio::spawn(refresh(state.clone(), key, Arc::clone(&mesh)));
+            }
+            if let Some(result) = entry.result.get() {
+                return Ok(Arc::clone(result));
+            }
+            entry
+        }
+        _ => {
+            let entry = Entry::new(now, None);
+            cache.insert(key, Arc::clone(&entry), limits);
+            entry
+        }
+    };
+    let result = entry
+        .result
+        .get_or_try_init(|| async { run_with(state, mesh, window.resolve(), namespace).await.map(Arc::new) });
+    result.await.cloned()
+}
+
+/// Replaces a stale result with a new run, in the background.
+async fn refresh(state: AppState, key: Key, mesh: Arc<MeshSnapshot>) {
+    let started = Instant::now();
+    match run_with(&state, mesh, key.window.resolve(), key.namespace.as_deref()).await {
+        Ok(analysis) => {
+            let limits = &state.limits().config;
+            state.analysis_cache().insert(key, Entry::new(started, Some(Arc::new(analysis))), limits);
+        }
+        Err(e) => {
+            // The stale entry stays (and is recomputed in the foreground once too old); the next request
+            // may try the background run again.
+            tracing::warn!(error = ?e, "background analysis refresh failed");
+            if let Some(entry) = state.analysis_cache().entries().get(&key) {
+                entry.refreshing.store(false, Ordering::Release);
+            }
+        }
+    }
+}
