@@ -129,6 +129,27 @@ fn demo_reports_every_planted_problem_and_the_plaintext_it_sent() {
     let share = v1["observed_percent"].as_f64().unwrap();
     assert!((60.0..=95.0).contains(&share), "v1 got {share}% of reviews");
     assert_eq!(s["clean_shutdown"], true, "a child did not stop cleanly on SIGTERM");
+
+    // A compliance report of the run, made and stored through `POST /api/v1/reports`, listed by
+    // `GET /api/v1/reports` and fetched back as HTML and JSON, tells the same story.
+    let compliance = &s["compliance"];
+    assert!(compliance.is_object(), "no compliance report in the summary\n{stdout}\n{stderr}");
+    assert_eq!(compliance["listed"], true, "{compliance}");
+    assert_eq!(compliance["passed"], false, "the planted plaintext must fail the demo's policy: {compliance}");
+    assert!(stdout.contains(&format!("Compliance report #{} fails", compliance["id"])), "{stdout}");
+    let read = |key: &str| std::fs::read_to_string(compliance[key].as_str().unwrap()).unwrap();
+    let report: Value = serde_json::from_str(&read("json")).unwrap();
+    assert_eq!(u64_at(&report, "/mtls/overall/plaintext"), sent_plaintext, "{:#}", report["mtls"]);
+    assert_eq!(u64_at(&report, "/mtls/overall/mutual"), u64_at(mtls, "/overall/mutual"));
+    let plaintext_edge = &report["plaintext_edges"][0];
+    assert_eq!(plaintext_edge["source"], "legacy/report-job", "{:#}", report["plaintext_edges"]);
+    assert_eq!(report["policy"]["passed"], false, "{:#}", report["policy"]);
+    let html = read("html");
+    assert!(html.starts_with("<!DOCTYPE html>"), "{}", &html[..html.len().min(200)]);
+    assert!(
+        html.contains("<svg") && html.contains("legacy/report-job"),
+        "the HTML report lacks its chart or the plaintext edge"
+    );
 }
 
 #[test]

@@ -312,6 +312,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let report = summary::analyze(&plan.report, &layout.store, started, ended).await;
     let api_view = if running.api_open { fetch_api(running.api, started, ended).await } else { None };
+    let compliance = if running.api_open { store_report(running.api, started, &args.data_dir).await } else { None };
     let serve_clean = match running.serve.take() {
         Some(serve) => serve.stop().await,
         None => false,
@@ -331,6 +332,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         clean_shutdown: proxies_clean && serve_clean,
         report,
         api_view,
+        compliance,
     });
     let json = serde_json::to_string_pretty(&summary).context("encoding the summary")?;
     std::fs::write(&layout.summary, &json).with_context(|| format!("writing {}", layout.summary.display()))?;
@@ -494,6 +496,68 @@ async fn fetch_api(
     let findings = get(format!("/api/v1/findings?{window}&limit=500")).await?;
     let mtls_coverage = get(format!("/api/v1/mtls/coverage?{window}")).await?;
     Some(summary::ApiView { findings, mtls_coverage })
+}
+
+/// The demo's compliance policy: what a platform team would hold a production mesh to. The demo mesh fails
+/// it on purpose (the planted plaintext client, the planted findings).
+const DEMO_POLICY: &str =
+    r#"{"mtls_min_percent": 99.9, "max_findings": {"error": 0}, "forbid_plaintext_namespaces": ["bookinfo"]}"#;
+
+/// Produces a compliance report of the run through `POST /api/v1/reports` (stored in the report history),
+/// fetches it back as HTML and JSON into `dir`, and checks that the history lists it.
+async fn store_report(
+    api: SocketAddr,
+    started: chrono::DateTime<Utc>,
+    dir: &Path,
+) -> Option<summary::ComplianceReport> {
+    let client = http::client(None);
+    let call = |request: ::http::Request<http::Body>| {
+        let client = client.clone();
+        async move {
+            let path = request.uri().to_string();
+            match http::call(&client, request).await {
+                Ok((status, body)) if status.is_success() => Some(body),
+                Ok((status, body)) => {
+                    tracing::warn!(%path, %status, body = %String::from_utf8_lossy(&body), "the API did not answer");
+                    None
+                }
+                Err(error) => {
+                    tracing::warn!(%path, "the API did not answer: {error:#}");
+                    None
+                }
+            }
+        }
+    };
+    // The window ends now and reaches back over the whole run.
+    let seconds = (Utc::now() - started).num_seconds() + 2;
+    let body = format!(r#"{{"window": "{seconds}s", "policy": {DEMO_POLICY}}}"#);
+    let create = ::http::Request::post(format!("http://{api}/api/v1/reports"))
+        .header(::http::header::CONTENT_TYPE, "application/json")
+        .body(http::Body::from(body))
+        .ok()?;
+    let created: serde_json::Value = serde_json::from_slice(&call(create).await?).ok()?;
+    let id = created["id"].as_i64()?;
+    let get =
+        |query: String| ::http::Request::get(format!("http://{api}/api/v1/reports{query}")).body(http::Body::default());
+    let html_path = dir.join("report.html");
+    let json_path = dir.join("report.json");
+    let html = call(get(format!("/{id}?format=html")).ok()?).await?;
+    let json = call(get(format!("/{id}?format=json")).ok()?).await?;
+    let listing: serde_json::Value = serde_json::from_slice(&call(get(String::new()).ok()?).await?).ok()?;
+    let listed = listing["reports"].as_array().is_some_and(|items| items.iter().any(|r| r["id"] == id));
+    for (path, bytes) in [(&html_path, &html), (&json_path, &json)] {
+        if let Err(e) = std::fs::write(path, bytes) {
+            tracing::warn!(path = %path.display(), "cannot write the report: {e}");
+            return None;
+        }
+    }
+    Some(summary::ComplianceReport {
+        id,
+        passed: created["passed"].as_bool(),
+        html: html_path,
+        json: json_path,
+        listed,
+    })
 }
 
 /// A proxy prints its admin listener last, after every other listener is bound.

@@ -90,6 +90,22 @@ pub struct Run {
     pub clean_shutdown: bool,
     pub report: (Vec<Finding>, TrafficReport),
     pub api_view: Option<ApiView>,
+    pub compliance: Option<ComplianceReport>,
+}
+
+/// The compliance report of the run, made and stored through `POST /api/v1/reports`.
+#[derive(Debug, Serialize)]
+pub struct ComplianceReport {
+    /// Its id in the report history (`GET /api/v1/reports/{id}`).
+    pub id: i64,
+    /// The verdict of the demo's policy (mTLS >= 99.9%, no Error findings, no plaintext into bookinfo).
+    pub passed: Option<bool>,
+    /// `GET /api/v1/reports/{id}?format=html`, saved.
+    pub html: PathBuf,
+    /// `GET /api/v1/reports/{id}?format=json`, saved.
+    pub json: PathBuf,
+    /// Whether `GET /api/v1/reports` listed it.
+    pub listed: bool,
 }
 
 /// What the REST API answered about the run.
@@ -133,6 +149,8 @@ pub struct Summary {
     pub analysis: TrafficReport,
     /// The same run through the REST API, when this build's API serves it.
     pub api_view: Option<ApiView>,
+    /// The run's compliance report, stored in the report history and saved as HTML and JSON.
+    pub compliance: Option<ComplianceReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -223,6 +241,7 @@ impl Summary {
             findings,
             analysis,
             api_view: run.api_view,
+            compliance: run.compliance,
         }
     }
 
@@ -335,6 +354,19 @@ impl Summary {
                 writeln!(out, "  {}: {}", r.target, r.value)?;
                 writeln!(out, "      {}", r.formula)?;
             }
+        }
+        if let Some(report) = &self.compliance {
+            let verdict = match report.passed {
+                Some(true) => "passes",
+                Some(false) => "fails",
+                None => "has no verdict on",
+            };
+            writeln!(
+                out,
+                "\nCompliance report #{} {verdict} the demo's policy (mTLS >= 99.9%, no Error findings, no plaintext into bookinfo): {}",
+                report.id,
+                report.html.display()
+            )?;
         }
         writeln!(out, "\nThe JSON of this summary is in {}/summary.json.", self.data_dir.display())?;
         writeln!(
