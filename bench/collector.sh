@@ -21,15 +21,12 @@ if [[ ${1:-} == -h || ${1:-} == --help ]]; then
     exit 0
 fi
 [[ -x /usr/bin/time ]] || { echo "error: /usr/bin/time is missing (apt-get install -y time)" >&2; exit 1; }
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/meshlens-target-release}
+source "$ROOT/bench/lib.sh"
+build_release
 
 cd "$ROOT"
-echo "building: cargo build --release --bin meshlens; cargo bench -p meshlens-collector --bench collector --no-run" >&2
-cargo build --release --bin meshlens >&2
-cargo bench -p meshlens-collector --bench collector --no-run >&2
-export MESHLENS_BIN=$CARGO_TARGET_DIR/release/meshlens
 
 echo "meshlens collector benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), meshlens $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- collector store src || echo '+changes')"
 echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(awk '{printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo); load average before $(cut -d' ' -f1-3 /proc/loadavg)"
-cargo bench -p meshlens-collector --bench collector
+run_driver collector
 echo "load average after $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -4,7 +4,7 @@
 # table: throughput at saturation, p50/p99 and added latency at a fixed rate, proxy CPU seconds and peak
 # RSS. Never run in CI. See docs/benchmarks.md for what each column means.
 #
-# Usage: bench/proxy.sh            (builds `cargo build --release --bin meshlens` first)
+# Usage: bench/proxy.sh            (builds the release binary first, see bench/lib.sh)
 #        MESHLENS=/path/to/meshlens bench/proxy.sh        (use that binary, no build)
 #
 # Environment (defaults in brackets):
@@ -29,7 +29,7 @@ RATE_CONNS=${RATE_CONNS:-16}
 ROUNDS=${ROUNDS:-5}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
-MESHLENS=${MESHLENS:-}
+MESHLENS=${MESHLENS:-${MESHLENS_BIN:-}}
 
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
@@ -65,13 +65,11 @@ fi
 
 # --- build ------------------------------------------------------------------------------------------------
 BINARY_NOTE=""
-[[ -n $MESHLENS ]] && BINARY_NOTE=" (binary given: $MESHLENS, not necessarily built from this commit)"
+[[ -n $MESHLENS && -z ${MESHLENS_BENCH_BUILT:-} ]] && BINARY_NOTE=" (binary given: $MESHLENS, not necessarily built from this commit)"
 if [[ -z $MESHLENS ]]; then
-    say "building: cargo build --release --bin meshlens"
-    (cd "$ROOT" && cargo build --release --bin meshlens) >&2
-    target_dir=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
-        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-    MESHLENS=$target_dir/release/meshlens
+    source "$ROOT/bench/lib.sh"
+    build_release
+    MESHLENS=$MESHLENS_BIN
 fi
 [[ -x $MESHLENS ]] || die "no meshlens binary at $MESHLENS"
 
@@ -340,6 +338,10 @@ done
                 printf "- %s: added p99 %.3f ms/hop %s; throughput %.2fx nginx %s; peak RSS %.1f MB %s\n", label,
                     perhop, (perhop <= 1 ? "(met)" : "(MISSED)"), ratio, (ratio >= 1 ? "(met)" : "(MISSED)"),
                     max, (max <= 30 ? "(met)" : "(MISSED)")
+                # One line of bench/run.sh combined table: bench | measure | value | baseline | its value |
+                # ratio | target | verdict.
+                printf "summary: proxy | %s, req/s on one core (added p99 %.3f ms/hop, peak RSS %.1f MB) | %.0f | nginx reverse proxy | %.0f | %.2fx | >= 1x, <= 1 ms/hop, <= 30 MB | %s\n",
+                    label, perhop, max, rps, nginx, ratio, (ratio >= 1 && perhop <= 1 && max <= 30 ? "met" : "MISSED")
             }'
     done
     echo "- the server sidecar counted $MTLS_REQUESTS requests with connection_security_policy=\"mutual_tls\"; its inbound port refuses plaintext (STRICT)"

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Store benchmark: durable ingest vs raw Parquet, and the edge-latency query vs DuckDB on the same files.
-# Not part of CI. Usage: store/benches/store.sh   (MESHLENS_BENCH_ROWS=N to change the 5 000 000 rows)
+# Store benchmark: durable ingest (WAL + Parquet flush + catalog) of 5M request records vs writing the same
+# Arrow batches straight to Parquet, and the group-by-edge p50/p99 query through the store vs DuckDB over
+# the same files. Not part of CI. See docs/benchmarks.md, section "Store: bench/store.sh".
+#
+# Usage: bench/store.sh   (MESHLENS_BENCH_ROWS=N to change the 5 000 000 rows; CARGO_TARGET_DIR)
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-
-venv=/tmp/meshlens-bench-venv
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import duckdb' 2>/dev/null; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q duckdb
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
+    exit 0
 fi
-export MESHLENS_BENCH_PYTHON="$venv/bin/python"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/meshlens-target-store}"
-cargo bench -p meshlens-store --bench store
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+duckdb_python
+build_release
+run_driver store

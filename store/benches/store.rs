@@ -97,6 +97,15 @@ fn main() -> anyhow::Result<()> {
         "  store / raw throughput        : {:.2}x   (target >= 0.5x; target rate >= 500000/s)",
         store_rate / raw_rate
     );
+    let ratio = store_rate / raw_rate;
+    summary(
+        "durable append + flush, records/s",
+        format!("{store_rate:.0}"),
+        ("raw Parquet, no WAL", format!("{raw_rate:.0}")),
+        ratio,
+        ">= 500000/s and >= 0.5x",
+        store_rate >= 500_000.0 && ratio >= 0.5,
+    );
     drop(batches);
 
     println!();
@@ -107,9 +116,15 @@ fn main() -> anyhow::Result<()> {
     match duckdb_median(&glob) {
         Ok(duck) => {
             println!("  DuckDB, same files, median of {QUERY_RUNS}: {:.3}s", duck.as_secs_f64());
-            println!(
-                "  store / DuckDB time           : {:.2}x   (target <= 1.5x)",
-                ours.as_secs_f64() / duck.as_secs_f64()
+            let ratio = ours.as_secs_f64() / duck.as_secs_f64();
+            println!("  store / DuckDB time           : {ratio:.2}x   (target <= 1.5x)");
+            summary(
+                &format!("edge count + p50/p99 over {rows} rows, s"),
+                format!("{:.3}", ours.as_secs_f64()),
+                ("DuckDB, same files", format!("{:.3}", duck.as_secs_f64())),
+                ratio,
+                "<= 1.5x",
+                ratio <= 1.5,
             );
         }
         Err(e) => println!("  DuckDB skipped: {e}"),
@@ -214,4 +229,14 @@ fn duckdb_median(glob: &Path) -> anyhow::Result<Duration> {
     let stdout = String::from_utf8(out.stdout)?;
     let seconds: f64 = stdout.trim().lines().last().unwrap_or_default().trim().parse()?;
     Ok(Duration::from_secs_f64(seconds))
+}
+
+/// One line of bench/run.sh's combined table: `summary: bench | measure | value | baseline | its value |
+/// ratio | target | verdict`.
+fn summary(measure: &str, value: String, baseline: (&str, String), ratio: f64, target: &str, met: bool) {
+    let verdict = if met { "met" } else { "MISSED" };
+    println!(
+        "summary: store | {measure} | {value} | {} | {} | {ratio:.2}x | {target} | {verdict}",
+        baseline.0, baseline.1
+    );
 }

@@ -222,6 +222,14 @@ fn main() -> anyhow::Result<()> {
             if ratio <= 1.5 { "met" } else { "MISSED" },
             if ours < 5.0 { "met" } else { "MISSED" }
         );
+        // One line of bench/run.sh's combined table: bench | measure | value | baseline | its value | ratio |
+        // target | verdict.
+        println!(
+            "summary: analyzer | meshlens analyze over {} records, wall s | {ours:.2} | DuckDB, same aggregations | {:.2} | {ratio:.2}x | <= 1.5x and < 5 s | {}",
+            info.rows,
+            duck.as_secs_f64(),
+            if ratio <= 1.5 && ours < 5.0 { "met" } else { "MISSED" }
+        );
     }
     if let Some(report) = &library_report {
         let routed: u64 = report.routes.routes.iter().map(|r| r.requests).sum();

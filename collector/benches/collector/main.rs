@@ -487,6 +487,18 @@ fn print_table(rows: &[Row], requests: &Row, spans: &Row) {
                 result,
             )
         };
+        if !baseline {
+            // One line of bench/run.sh's combined table: bench | measure | value | baseline | its value |
+            // ratio | target | verdict.
+            println!(
+                "summary: collector | {}, {unit} (peak RSS {rss} MiB) | {:.0} | {} | {:.0} | {ratio} | {target_text} | {}",
+                row.path,
+                row.rate(),
+                base.path,
+                base.rate(),
+                if result == "PASS" { "met".to_owned() } else { format!("MISSED: {result}") }
+            );
+        }
         println!(
             "| {} | {} | {:.2} | {:.0} | {ratio} | {:.1} | {:.2} | {} | {rss} | {} | {target_text} | {result} |",
             row.path,
