@@ -11,12 +11,14 @@
 //! response and carried by every log line of the request), the body limit, error bodies in the API's shape
 //! even for axum's own rejections, and — on the `/api/v1` routes except the OpenAPI document —
 //! authentication ([`auth::authenticate`]: bearer token, role, namespace scope) with the rate limit.
-//! `/docs` serves the interactive documentation of `/api/v1/openapi.json` ([`openapi`]).
+//! `/docs` serves the interactive documentation of `/api/v1/openapi.json` ([`openapi`]), and `/` the web
+//! dashboard ([`dashboard`]), whose files need no token: the page reads `/api/v1` with the user's.
 
 pub mod analysis;
 pub mod auth;
 pub mod charts;
 pub mod config_history;
+pub mod dashboard;
 mod error;
 pub mod limits;
 pub mod openapi;
@@ -41,7 +43,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tracing::Instrument;
 use utoipa_swagger_ui::SwaggerUi;
 
-/// The REST API over `state`: `/api/v1/...`, `/api/v1/openapi.json` and `/docs`.
+/// The REST API over `state`: `/api/v1/...`, `/api/v1/openapi.json`, `/docs`, and the dashboard at `/`.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.limits().config.body_bytes;
     let v1 = Router::new()
@@ -55,6 +57,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", v1)
         .merge(SwaggerUi::new("/docs").url("/api/v1/openapi.json", openapi::document()))
+        .merge(dashboard::routes())
         .fallback(not_found)
         .layer(middleware::from_fn(error::json_errors))
         .layer(DefaultBodyLimit::max(body_limit))

@@ -251,6 +251,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     eprintln!("meshlens demo: started in {:.1}s", clock.elapsed().as_secs_f64());
     eprintln!("meshlens demo: API        http://{}/api/v1 (health: http://{}/healthz)", running.api, running.api);
+    eprintln!("meshlens demo: dashboard  http://{}/", running.api);
     eprintln!("meshlens demo: application http://{}/productpage (through the ingress gateway)", running.ingress);
     eprintln!("meshlens demo: mesh config {}", layout.mesh_file().display());
     eprintln!("meshlens demo: logs       {}", layout.logs.display());
