@@ -5,7 +5,9 @@
 
 use crate::otlp::{EndpointError, Exporter, OtlpOptions, ProxyResource, TraceContext};
 use meshlens_model::RequestRecord;
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{Hash as _, Hasher as _};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -246,24 +248,39 @@ struct Series {
     buckets: [u64; BUCKETS.len()],
 }
 
+/// The series, found by a hash of their label values so that counting a request allocates nothing unless
+/// it starts a new series.
 #[derive(Debug, Default)]
 struct Metrics {
-    series: Mutex<HashMap<Vec<String>, Series>>,
+    series: Mutex<HashMap<u64, Vec<(Vec<String>, Series)>>>,
 }
+
+fn unknown(value: &Option<String>) -> Cow<'_, str> {
+    match value.as_deref() {
+        Some(v) if !v.is_empty() => Cow::Borrowed(v),
+        _ => Cow::Borrowed("unknown"),
+    }
+}
+
+fn principal(value: &Option<String>) -> Cow<'_, str> {
+    match value.as_deref() {
+        None => Cow::Borrowed("unknown"),
+        Some(p) if p.starts_with("spiffe://") => Cow::Borrowed(p),
+        Some(p) => Cow::Owned(format!("spiffe://{p}")),
+    }
+}
+
+/// `response_code` label values without formatting a number per request.
+static STATUS_LABELS: std::sync::LazyLock<Vec<String>> =
+    std::sync::LazyLock::new(|| (0..600).map(|code: u16| code.to_string()).collect());
 
 impl Metrics {
     fn observe(&self, r: &RequestRecord) {
-        let unknown = |v: &Option<String>| v.clone().filter(|v| !v.is_empty()).unwrap_or_else(|| "unknown".into());
-        let principal = |v: &Option<String>| {
-            v.as_deref().map_or("unknown".into(), |p| {
-                if p.starts_with("spiffe://") { p.to_owned() } else { format!("spiffe://{p}") }
-            })
-        };
         let (service_name, service_namespace) = r
             .destination_service
             .as_deref()
             .and_then(meshlens_model::names::service_fqdn_parts)
-            .map_or(("unknown".to_owned(), "unknown".to_owned()), |(n, ns)| (n.to_owned(), ns.to_owned()));
+            .unwrap_or(("unknown", "unknown"));
         // Istio reports the security policy only where it is known: on the server side.
         let security = match (r.reporter, r.mtls) {
             (meshlens_model::Reporter::Destination, meshlens_model::Mtls::Mutual) => "mutual_tls",
@@ -276,8 +293,18 @@ impl Metrics {
             meshlens_model::Reporter::Gateway => "source",
             other => other.as_str(),
         };
-        let labels = vec![
-            reporter.to_owned(),
+        let status = r.status.unwrap_or(0);
+        let status = match STATUS_LABELS.get(usize::from(status)) {
+            Some(label) => Cow::Borrowed(label.as_str()),
+            None => Cow::Owned(status.to_string()),
+        };
+        let flags = match r.response_flags.as_slice() {
+            [] => Cow::Borrowed("-"),
+            [one] => Cow::Borrowed(one.as_str()),
+            many => Cow::Owned(many.join(",")),
+        };
+        let labels: [Cow<'_, str>; LABELS.len()] = [
+            Cow::Borrowed(reporter),
             unknown(&r.source_workload),
             unknown(&r.source_namespace),
             principal(&r.source_principal),
@@ -285,16 +312,28 @@ impl Metrics {
             unknown(&r.destination_namespace),
             principal(&r.destination_principal),
             unknown(&r.destination_service),
-            service_name,
-            service_namespace,
-            "http".to_owned(),
-            r.status.unwrap_or(0).to_string(),
-            if r.response_flags.is_empty() { "-".to_owned() } else { r.response_flags.join(",") },
-            security.to_owned(),
+            Cow::Borrowed(service_name),
+            Cow::Borrowed(service_namespace),
+            Cow::Borrowed("http"),
+            status,
+            flags,
+            Cow::Borrowed(security),
         ];
+        let mut hasher = std::hash::DefaultHasher::new();
+        for label in &labels {
+            label.as_ref().hash(&mut hasher);
+        }
         let ms = r.duration_ms.unwrap_or(0) as f64;
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = series.entry(labels).or_default();
+        let same_hash = series.entry(hasher.finish()).or_default();
+        let index = match same_hash.iter().position(|(known, _)| known.iter().zip(&labels).all(|(a, b)| a == b)) {
+            Some(index) => index,
+            None => {
+                same_hash.push((labels.iter().map(|l| l.to_string()).collect(), Series::default()));
+                same_hash.len() - 1
+            }
+        };
+        let entry = &mut same_hash[index].1;
         entry.count += 1;
         entry.sum += ms;
         for (bucket, bound) in entry.buckets.iter_mut().zip(BUCKETS) {
@@ -306,7 +345,8 @@ impl Metrics {
 
     fn render(&self) -> String {
         let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let mut rows: Vec<(String, &Series)> = series.iter().map(|(labels, s)| (label_set(labels), s)).collect();
+        let mut rows: Vec<(String, &Series)> =
+            series.values().flatten().map(|(labels, s)| (label_set(labels), s)).collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         let mut out = String::new();
         let _ = writeln!(out, "# HELP istio_requests_total Requests processed by the proxy.");
