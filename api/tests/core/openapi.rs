@@ -41,3 +41,20 @@ async fn the_document_describes_the_api() {
     assert!(String::from_utf8_lossy(&docs.body).contains("swagger"), "Swagger UI page");
     env.cleanup().await;
 }
+
+/// docs/openapi.json is the document the API serves, so the reference in the docs cannot drift from the
+/// code. After changing an endpoint: `MESHLENS_BLESS=1 cargo test --workspace --test core openapi`.
+#[test]
+fn docs_openapi_json_is_the_served_document() {
+    let served = serde_json::to_string_pretty(&meshlens_api::openapi::document()).expect("encode") + "\n";
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
+    if std::env::var_os("MESHLENS_BLESS").is_some() {
+        std::fs::write(&path, &served).expect("write docs/openapi.json");
+    }
+    let in_docs = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        in_docs == served,
+        "docs/openapi.json differs from the document the API serves; regenerate it with \
+         MESHLENS_BLESS=1 cargo test --workspace --test core openapi"
+    );
+}
