@@ -1,5 +1,5 @@
-//! Store benchmark (not a test, not run in CI). Run with `store/benches/store.sh`, which provides DuckDB
-//! for the comparison; `cargo bench -p meshlens-store --bench store` alone skips the DuckDB part.
+//! Store benchmark (not a test, not run in CI). Run with `bench/store.sh` (or `bench/run.sh`), which
+//! provides DuckDB for the comparison; `cargo bench --workspace --bench store` alone skips the DuckDB part.
 //!
 //! Prints, in one run:
 //! (a) durable append + flush throughput of N request records (default 5 000 000, `MESHLENS_BENCH_ROWS`)
@@ -219,7 +219,7 @@ async fn query_through_store(dir: &Path) -> anyhow::Result<Duration> {
 
 fn duckdb_median(glob: &Path) -> anyhow::Result<Duration> {
     let python = std::env::var("MESHLENS_BENCH_PYTHON")
-        .map_err(|_| anyhow::anyhow!("MESHLENS_BENCH_PYTHON is not set (run store/benches/store.sh)"))?;
+        .map_err(|_| anyhow::anyhow!("MESHLENS_BENCH_PYTHON is not set (run bench/store.sh)"))?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/duckdb_query.py");
     let out = std::process::Command::new(python).arg(script).arg(glob).arg(QUERY_RUNS.to_string()).output()?;
     if !out.status.success() {
