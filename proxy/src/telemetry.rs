@@ -7,8 +7,8 @@ use crate::otlp::{EndpointError, Exporter, OtlpOptions, ProxyResource, TraceCont
 use meshlens_model::RequestRecord;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::{Hash as _, Hasher as _};
 use std::fmt::Write as _;
+use std::hash::{Hash as _, Hasher as _};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
