@@ -252,8 +252,11 @@ struct Series {
 /// it starts a new series.
 #[derive(Debug, Default)]
 struct Metrics {
-    series: Mutex<HashMap<u64, Vec<(Vec<String>, Series)>>>,
+    series: Mutex<HashMap<u64, SameHash>>,
 }
+
+/// The series (label values and counts) whose label values hash alike: almost always one.
+type SameHash = Vec<(Vec<String>, Series)>;
 
 fn unknown(value: &Option<String>) -> Cow<'_, str> {
     match value.as_deref() {
