@@ -27,6 +27,6 @@ build_release
 cd "$ROOT"
 
 echo "meshlens collector benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), meshlens $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- collector store src || echo '+changes')"
-echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(awk '{printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo); load average before $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(awk '/^MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo); load average before $(cut -d' ' -f1-3 /proc/loadavg)"
 run_driver collector
 echo "load average after $(cut -d' ' -f1-3 /proc/loadavg)"

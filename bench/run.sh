@@ -34,7 +34,7 @@ done
 
 {
     echo "meshlens benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC'), meshlens $(git -C "$BENCH_ROOT" rev-parse --short HEAD)$(git -C "$BENCH_ROOT" diff --quiet HEAD || echo '+changes')"
-    echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(awk '{printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo); load average now $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(awk '/^MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo); load average now $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "full outputs: $RESULTS"
     echo
     echo "| bench | measure | value | baseline | baseline value | ratio | target | verdict |"

@@ -465,7 +465,7 @@ fn print_table(rows: &[Row], requests: &Row, spans: &Row) {
     );
     println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|");
     for row in rows {
-        let baseline = std::ptr::eq(row, requests) || std::ptr::eq(row, spans);
+        let baseline = row.path == requests.path || row.path == spans.path;
         let is_spans = row.path.contains("OTLP") || row.path.contains("spans");
         let (base, target, unit) =
             if is_spans { (spans, SPANS_TARGET, "spans/s") } else { (requests, LINES_TARGET, "lines/s") };
