@@ -11,6 +11,7 @@
 #   MESHLENS_BENCH_DATA [~/.cache/meshlens-bench]
 #   DURATION [10]   seconds per endpoint      CONNS [8]   wrk connections
 #   SERVE_CPUS [0]  cores of `serve`          LOAD_CPU [1] core of wrk
+#   WRK_TIMEOUT [30] seconds wrk waits for an answer
 #   MESHLENS_BIN    use this binary instead of building it; CARGO_TARGET_DIR
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,6 +26,9 @@ DURATION=${DURATION:-10}
 CONNS=${CONNS:-8}
 SERVE_CPUS=${SERVE_CPUS:-0}
 LOAD_CPU=${LOAD_CPU:-1}
+# Longer than the server's own limits (the SQL timeout is 10 s), so that a slow answer is measured, and an
+# overloaded server's 503 counted, instead of wrk giving up on the socket after its default 2 s.
+WRK_TIMEOUT=${WRK_TIMEOUT:-30}
 [[ -f $DATA/bench-data.json ]] || { echo "error: no generated store in $DATA; run bench/analyzer.sh first" >&2; exit 1; }
 cd "$ROOT"
 source "$ROOT/bench/lib.sh"
@@ -58,10 +62,10 @@ base="http://$api"
 
 echo "meshlens API benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), meshlens $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- api store analyzer src || echo '+changes')"
 echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1); load average before $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "data: $ROWS request records in $DATA; analysis window $window; serve on CPU $SERVE_CPUS, wrk -t1 -c$CONNS -d${DURATION}s on CPU $LOAD_CPU"
+echo "data: $ROWS request records in $DATA; analysis window $window; serve on CPU $SERVE_CPUS, wrk -t1 -c$CONNS -d${DURATION}s --timeout ${WRK_TIMEOUT}s on CPU $LOAD_CPU"
 
 # The first analysis request runs every analysis over the window; later ones share its result
-# (docs/api.md, "Cached analyses") and a background run refreshes it every 10 s while wrk runs.
+# (docs/api.md, "Cached analyses"); a background run refreshes it while wrk runs, on the query threads.
 cold=$( { /usr/bin/time -f '%e' curl -sf -o /dev/null "$base/api/v1/mtls/coverage?$window"; } 2>&1 )
 echo "cold: the first /api/v1/mtls/coverage (every analysis over the window) took $cold s"
 
@@ -70,9 +74,9 @@ rows=()
 measure() {
     local name=$1 url=$2 body=${3:-} out
     if [[ -n $body ]]; then
-        out=$(BODY=$body taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s bench/api/post.lua "$url")
+        out=$(BODY=$body taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --timeout "${WRK_TIMEOUT}s" --latency -s bench/api/post.lua "$url")
     else
-        out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url")
+        out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --timeout "${WRK_TIMEOUT}s" --latency "$url")
     fi
     echo "$out" > "$work/$(echo "$name" | tr -c 'a-z0-9' _).txt"
     local rps p50 p99 errors

@@ -57,7 +57,7 @@ mod tests {
     async fn app() -> (tempfile::TempDir, Router) {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(StoreConfig::new(dir.path())).await.expect("open store");
-        let state = AppState::new(Arc::new(store), MeshSnapshot::default());
+        let state = AppState::new(Arc::new(store), MeshSnapshot::default()).expect("executor");
         (dir, crate::router(state))
     }
 

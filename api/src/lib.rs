@@ -20,6 +20,7 @@ pub mod charts;
 pub mod config_history;
 pub mod dashboard;
 mod error;
+pub mod executor;
 pub mod limits;
 pub mod openapi;
 pub mod params;

@@ -21,6 +21,7 @@ pub(crate) mod scope;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::executor::Executor;
 use crate::state::AppState;
 use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::SchemaRef;
@@ -71,7 +72,9 @@ pub struct SqlLimits {
     /// Memory of the query's operators (sorts, aggregations, joins), with no spilling to disk. Default
     /// 256 MiB.
     pub memory_bytes: usize,
-    /// Queries running at once; further ones wait for a slot within their timeout. Default 4.
+    /// Queries running at once; further ones wait for a slot within their timeout. Default 2: each query
+    /// already uses every core (`target_partitions`), so more at once would only make each slower and let
+    /// all of them miss their timeouts under load, where waiting in line lets the first ones finish.
     pub max_concurrent: usize,
     /// Partitions (threads) of one query. Default: the cores, at most 4.
     pub target_partitions: usize,
@@ -84,7 +87,7 @@ impl Default for SqlLimits {
             max_rows: 10_000,
             max_result_bytes: 32 * 1024 * 1024,
             memory_bytes: 256 * 1024 * 1024,
-            max_concurrent: 4,
+            max_concurrent: 2,
             target_partitions: std::thread::available_parallelism().map_or(1, |n| n.get()).min(4),
         }
     }
@@ -127,11 +130,13 @@ impl Sandbox {
         &self.limits
     }
 
-    /// Runs one read-only statement of `sql` over `store`, seeing only `namespace`'s rows when given.
+    /// Runs one read-only statement of `sql` over `store` on `executor`, seeing only `namespace`'s rows when
+    /// given.
     /// `limits` may be narrower than the sandbox's own (see [`SqlLimits`]).
     pub async fn run(
         &self,
         store: &Store,
+        executor: &Executor,
         namespace: Option<&str>,
         sql: &str,
         limits: &SqlLimits,
@@ -152,9 +157,12 @@ impl Sandbox {
             )));
         };
         let data_dir = store.data_dir().to_string_lossy().into_owned();
-        let run = execute(&ctx, statement, limits, overflow);
+        let run = {
+            let limits = *limits;
+            executor.run(async move { execute(&ctx, statement, &limits, overflow).await })
+        };
         let (schema, mut batches, rows, truncated) = match tokio::time::timeout_at(deadline, run).await {
-            Ok(result) => result.map_err(|e| query_error(e, limits, &data_dir))?,
+            Ok(result) => result?.map_err(|e| query_error(e, limits, &data_dir))?,
             Err(_) => {
                 return Err(ApiError::LimitExceeded(format!(
                     "the query ran longer than the {} ms time limit and was cancelled",
@@ -510,7 +518,9 @@ pub async fn query(
     };
     let limits = narrowed(sandbox.limits(), &request)?;
     let overflow = if request.truncate { Overflow::Truncate } else { Overflow::Refuse };
-    let result = sandbox.run(&state.store, caller.namespace.as_deref(), &request.sql, &limits, overflow).await?;
+    let result = sandbox
+        .run(&state.store, state.executor(), caller.namespace.as_deref(), &request.sql, &limits, overflow)
+        .await?;
     let (content_type, body) = match format {
         QueryFormat::Json => ("application/json", encode::json(&result)?),
         QueryFormat::Csv => ("text/csv; charset=utf-8", encode::csv(&result)?),

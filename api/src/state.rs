@@ -2,6 +2,7 @@
 
 use crate::analysis::cache::AnalysisCache;
 use crate::auth::AuthMode;
+use crate::executor::Executor;
 use crate::limits::{ApiLimits, RateLimiter};
 use crate::tokens::Tokens;
 use meshlens_analyzer::Finding;
@@ -58,6 +59,7 @@ pub struct AppState {
     auth: AuthMode,
     limits: Arc<Limits>,
     analysis_cache: Arc<AnalysisCache>,
+    executor: Arc<Executor>,
 }
 
 /// The limits in force and the rate limiter's buckets.
@@ -76,15 +78,18 @@ impl Limits {
 impl AppState {
     /// The API over `store` and `mesh`, authenticating bearer tokens from the store's catalog database, with
     /// the default [`ApiLimits`].
-    pub fn new(store: Arc<Store>, mesh: MeshSnapshot) -> Self {
+    ///
+    /// Fails only when the query executor's threads cannot be started.
+    pub fn new(store: Arc<Store>, mesh: MeshSnapshot) -> std::io::Result<Self> {
         let auth = AuthMode::Tokens(Tokens::new(store.catalog().clone()));
-        AppState {
+        Ok(AppState {
             store,
             mesh: Arc::new(RwLock::new(Arc::new(mesh))),
             auth,
             limits: Arc::new(Limits::new(ApiLimits::default())),
             analysis_cache: Arc::default(),
-        }
+            executor: Arc::new(Executor::for_queries()?),
+        })
     }
 
     /// The same API without authentication: every request is an unscoped admin. `meshlens serve` allows
@@ -111,6 +116,11 @@ impl AppState {
     /// Recent analysis results ([`crate::analysis::cache`]).
     pub fn analysis_cache(&self) -> &AnalysisCache {
         &self.analysis_cache
+    }
+
+    /// Where DataFusion work runs ([`crate::executor`]).
+    pub fn executor(&self) -> &Executor {
+        &self.executor
     }
 
     /// The configuration in force now.

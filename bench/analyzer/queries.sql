@@ -25,17 +25,21 @@ SELECT COALESCE(client.source_namespace, server.source_namespace) AS source_name
        SUM(CASE WHEN client.mtls = 'unknown' AND server.mtls IN ('mutual', 'plaintext') THEN 1 ELSE 0 END)
            AS resolved,
        COUNT(*) AS requests
-FROM client FULL OUTER JOIN server
-  ON client.request_id = server.request_id AND client.destination_service = server.destination_service
+FROM server FULL OUTER JOIN client
+  ON server.request_id = client.request_id AND server.destination_service = client.destination_service
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8;
 
--- routes::client_sql
-SELECT reporter, direction, source_namespace, source_workload, authority, path, method, route_name,
-       destination_service, destination_subset, status, response_flags, duration_ms,
+-- routes::client_groups: the analyzer groups by the route each request took, computed by its
+-- meshlens_route(...) function (the route table of the configuration, which plain SQL cannot call); this
+-- stand-in groups by the logged route name instead, the rest is the same.
+SELECT reporter, direction, source_namespace, source_workload, authority, method, destination_service,
+       destination_subset, status, response_flags, duration_ms, route_name AS attribution,
+       CASE WHEN array_has(response_flags, 'NR') THEN path END AS path,
        COUNT(*) AS requests, MAX(timestamp) AS last_seen
 FROM requests WHERE $WINDOW AND (direction = 'outbound' OR array_has(response_flags, 'NR'))
-GROUP BY reporter, direction, source_namespace, source_workload, authority, path, method, route_name,
-         destination_service, destination_subset, status, response_flags, duration_ms;
+GROUP BY reporter, direction, source_namespace, source_workload, authority, method, destination_service,
+         destination_subset, status, response_flags, duration_ms, route_name,
+         CASE WHEN array_has(response_flags, 'NR') THEN path END;
 
 -- resilience::server_latency
 SELECT destination_service, duration_ms, COUNT(*) AS requests FROM requests

@@ -102,7 +102,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         let store = Store::open_read_only(config.clone())
             .await
             .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
-        let state = AppState::new(Arc::new(store), MeshSnapshot::new(load, settings));
+        let state =
+            AppState::new(Arc::new(store), MeshSnapshot::new(load, settings)).context("starting the query executor")?;
         // Storing needs a writable connection; reading the previous report does not, and a history that
         // was never created just means there is no trend.
         let writable = if args.store { Some(history::open_catalog(&config).await?) } else { None };

@@ -160,7 +160,9 @@ impl ServeArgs {
             burst: (self.api_rate_limit * 4.0).ceil().min(f64::from(u32::MAX)) as u32,
             ..ApiLimits::default()
         };
-        let app = AppState::new(Arc::clone(&store), MeshSnapshot::default()).with_limits(limits);
+        let app = AppState::new(Arc::clone(&store), MeshSnapshot::default())
+            .context("starting the query executor")?
+            .with_limits(limits);
         // The configuration in force is recorded in the config history and published before any listener
         // opens; with --kube, start-up fails here when the cluster cannot be watched.
         let sink = ConfigSink::new(app.clone(), attributor.clone(), settings);

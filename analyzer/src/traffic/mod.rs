@@ -119,10 +119,10 @@ struct Evidence {
 impl Evidence {
     /// Runs the queries concurrently: each is a separate scan and aggregation, and together they keep
     /// every core busy where one alone has serial stretches (planning, final aggregation, decoding).
-    async fn gather(ctx: &SessionContext, window: &Window) -> Result<Evidence, TrafficError> {
+    async fn gather(ctx: &SessionContext, mesh: &MeshConfig, window: &Window) -> Result<Evidence, TrafficError> {
         let (pairs, client, server_latency, retries, bursts, endpoints) = futures::try_join!(
             mtls::pairs(ctx, window),
-            routes::client_traffic(ctx, window),
+            routes::client_traffic(ctx, mesh, window),
             resilience::server_latency(ctx, window),
             resilience::retries(ctx, window),
             resilience::bursts(ctx, window),
@@ -139,7 +139,7 @@ pub async fn analyze(
     window: Window,
     options: &TrafficOptions,
 ) -> Result<TrafficReport, TrafficError> {
-    let evidence = Evidence::gather(ctx, &window).await?;
+    let evidence = Evidence::gather(ctx, mesh, &window).await?;
     let (mtls, mut findings) = mtls::analyze(mesh, &evidence.pairs, options);
     let (routes, route_findings) = routes::analyze(mesh, &evidence.client.rows, options);
     let (resilience, resilience_findings) = resilience::analyze(mesh, &evidence, &routes);
@@ -165,9 +165,13 @@ pub fn requests_context(records: &[RequestRecord]) -> Result<SessionContext, Tra
 /// Runs `sql` and decodes each result row (by column name) into a `T`. Aggregated results are small, and
 /// going through Arrow's JSON writer keeps the decoding declarative (`#[derive(Deserialize)]`).
 async fn rows<T: DeserializeOwned>(ctx: &SessionContext, sql: &str) -> Result<Vec<T>, TrafficError> {
-    let batches = ctx.sql(sql).await?.collect().await?;
+    decode(&ctx.sql(sql).await?.collect().await?)
+}
+
+/// Decodes each row of `batches` (by column name) into a `T`.
+fn decode<T: DeserializeOwned>(batches: &[datafusion::arrow::array::RecordBatch]) -> Result<Vec<T>, TrafficError> {
     let mut writer = ArrayWriter::new(Vec::new());
-    for batch in &batches {
+    for batch in batches {
         writer.write(batch)?;
     }
     writer.finish()?;

@@ -123,6 +123,11 @@ pub(super) struct EdgeRow {
     requests: u64,
 }
 
+/// Client and server records are paired by request id and destination service. The server side is the
+/// join's build side (DataFusion hashes the left input): it is the smaller one wherever some destinations
+/// log nothing — workloads without a sidecar, services outside the mesh, and meshes that log only the
+/// client side (Istio's `Telemetry` with `accessLogging.match.mode: CLIENT`, a common way to halve the log
+/// volume).
 fn pairing_sql(window: &Window) -> String {
     let window = window.sql();
     format!(
@@ -147,8 +152,8 @@ fn pairing_sql(window: &Window) -> String {
                SUM(CASE WHEN client.mtls = 'unknown' AND server.mtls IN ('mutual', 'plaintext') THEN 1 ELSE 0 END)
                    AS resolved,
                COUNT(*) AS requests
-        FROM client FULL OUTER JOIN server
-          ON client.request_id = server.request_id AND client.destination_service = server.destination_service
+        FROM server FULL OUTER JOIN client
+          ON server.request_id = client.request_id AND server.destination_service = client.destination_service
         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"
     )
 }

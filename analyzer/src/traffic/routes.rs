@@ -11,9 +11,15 @@
 
 use super::codes::{ML2004, ML2005, ML2006};
 use super::stats::{Histogram, Latency, chi_square, chi_square_p_value};
-use super::{TrafficError, TrafficOptions, Window, find_workload, finding, origin_of, rows, workload_label};
+use super::{TrafficError, TrafficOptions, Window, find_workload, finding, origin_of, workload_label};
 use crate::Finding;
 use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::error::ArrowError;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
 use datafusion::prelude::SessionContext;
 use meshlens_model::mesh::k8s::{HttpIngressPath, Ingress};
 use meshlens_model::mesh::meta::labels_match;
@@ -22,6 +28,8 @@ use meshlens_model::mesh::{Kind, MeshConfig, Resource, WorkloadRef, host_matches
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, PoisonError, RwLock};
 
 /// Failures observed on a set of requests, by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,12 +173,13 @@ pub(super) struct TrafficRow {
     source_namespace: Option<String>,
     source_workload: Option<String>,
     authority: Option<String>,
+    /// Only for NR and unmatched requests (see [`client_sql`]).
     path: Option<String>,
     method: Option<String>,
-    route_name: Option<String>,
     destination_service: Option<String>,
     destination_subset: Option<String>,
-    no_route: bool,
+    /// [`Attribution::code`].
+    attribution: i32,
     requests: u64,
     failures: Failures,
     last_seen: DateTime<Utc>,
@@ -187,12 +196,12 @@ struct ClientRow {
     authority: Option<String>,
     path: Option<String>,
     method: Option<String>,
-    route_name: Option<String>,
     destination_service: Option<String>,
     destination_subset: Option<String>,
     status: Option<u16>,
     response_flags: Vec<String>,
     duration_ms: Option<u64>,
+    attribution: i32,
     requests: u64,
     last_seen: DateTime<Utc>,
 }
@@ -200,18 +209,69 @@ struct ClientRow {
 /// Client-side requests (outbound, and NR whatever their direction), grouped by every column the route,
 /// service and call-graph figures need, down to status, response flags and duration: one scan serves
 /// them all, failures are classified from (status, flags) and latency percentiles come out of exact
-/// duration histograms. Requests alike in all of that are rare to differ in anything else, so the groups
-/// are few (hundreds of durations per route and status) however many requests there were.
+/// duration histograms.
+///
+/// Each request is attributed to its route during the scan ([`ROUTE_UDF`], the same [`Attributor`] the
+/// analysis reads), so the path is kept only where the report lists it (NR and unmatched requests): paths
+/// carry ids (`/orders/1234`), and grouping by them would make nearly every request a group of its own.
 fn client_sql(window: &Window) -> String {
     format!(
         "SELECT reporter, direction, source_namespace, source_workload, authority, path, method, route_name,
-                destination_service, destination_subset, status, response_flags, duration_ms,
-                COUNT(*) AS requests, MAX(timestamp) AS last_seen
-         FROM requests WHERE {} AND (direction = 'outbound' OR array_has(response_flags, 'NR'))
-         GROUP BY reporter, direction, source_namespace, source_workload, authority, path, method, route_name,
-                  destination_service, destination_subset, status, response_flags, duration_ms",
+                destination_service, destination_subset, status, response_flags, duration_ms, timestamp,
+                array_has(response_flags, 'NR') AS no_route
+         FROM requests WHERE {} AND (direction = 'outbound' OR array_has(response_flags, 'NR'))",
         window.sql()
     )
+}
+
+/// The grouping of [`client_sql`]'s rows, with the route attribution.
+async fn client_groups(
+    ctx: &SessionContext,
+    mesh: &MeshConfig,
+    window: &Window,
+) -> Result<datafusion::dataframe::DataFrame, TrafficError> {
+    use datafusion::functions_aggregate::expr_fn::{count, max};
+    use datafusion::logical_expr::{ScalarUDF, when};
+    use datafusion::prelude::{col, lit};
+    let udf = ScalarUDF::from(RouteUdf::new(mesh));
+    let attribution = udf
+        .call(
+            [
+                "reporter",
+                "source_namespace",
+                "source_workload",
+                "authority",
+                "path",
+                "method",
+                "route_name",
+                "no_route",
+            ]
+            .into_iter()
+            .map(col)
+            .collect(),
+        )
+        .alias("attribution");
+    let frame = ctx.sql(&client_sql(window)).await?.with_column("attribution", attribution)?;
+    // Only NR and unmatched requests are listed by path.
+    let listed = col("attribution").eq(lit(NO_ROUTE)).or(col("attribution").eq(lit(UNMATCHED)));
+    let path = when(listed, col("path")).end()?.alias("path");
+    let keys = [
+        "reporter",
+        "direction",
+        "source_namespace",
+        "source_workload",
+        "authority",
+        "method",
+        "destination_service",
+        "destination_subset",
+        "status",
+        "response_flags",
+        "duration_ms",
+        "attribution",
+    ];
+    let mut group: Vec<_> = keys.into_iter().map(col).collect();
+    group.push(path);
+    Ok(frame.aggregate(group, vec![count(lit(1)).alias("requests"), max(col("timestamp")).alias("last_seen")])?)
 }
 
 /// What callers experienced over the window, from one query: the rows route attribution works on, and
@@ -226,10 +286,15 @@ pub(super) struct ClientTraffic {
 }
 
 /// Runs the client-side query over the window.
-pub(super) async fn client_traffic(ctx: &SessionContext, window: &Window) -> Result<ClientTraffic, TrafficError> {
-    let rows: Vec<ClientRow> = rows(ctx, &client_sql(window)).await?;
+pub(super) async fn client_traffic(
+    ctx: &SessionContext,
+    mesh: &MeshConfig,
+    window: &Window,
+) -> Result<ClientTraffic, TrafficError> {
+    let batches = client_groups(ctx, mesh, window).await?.collect().await?;
+    let rows: Vec<ClientRow> = super::decode(&batches)?;
     type Key = (String, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>);
-    type Destination = (Option<String>, Option<String>, Option<String>, bool);
+    type Destination = (Option<String>, Option<String>, i32);
     let mut groups: HashMap<(Key, Destination), TrafficRow> = HashMap::new();
     let mut traffic = ClientTraffic::default();
     for row in rows {
@@ -244,10 +309,9 @@ pub(super) async fn client_traffic(ctx: &SessionContext, window: &Window) -> Res
                 traffic.calls.insert((namespace.clone(), workload.clone(), service.clone()));
             }
         }
-        let no_route = row.response_flags.iter().any(|f| f == "NR");
         let key = (
             (row.reporter, row.source_namespace, row.source_workload, row.authority, row.path, row.method),
-            (row.route_name, row.destination_service, row.destination_subset, no_route),
+            (row.destination_service, row.destination_subset, row.attribution),
         );
         let group = groups.entry(key).or_insert_with_key(|(key, destination)| TrafficRow {
             reporter: key.0.clone(),
@@ -256,10 +320,9 @@ pub(super) async fn client_traffic(ctx: &SessionContext, window: &Window) -> Res
             authority: key.3.clone(),
             path: key.4.clone(),
             method: key.5.clone(),
-            route_name: destination.0.clone(),
-            destination_service: destination.1.clone(),
-            destination_subset: destination.2.clone(),
-            no_route,
+            destination_service: destination.0.clone(),
+            destination_subset: destination.1.clone(),
+            attribution: destination.2,
             requests: 0,
             failures: Failures::default(),
             last_seen: row.last_seen,
@@ -471,11 +534,297 @@ fn gateways_of(mesh: &MeshConfig, workload: Option<&WorkloadRef>) -> Vec<String>
 }
 
 /// Where a group of requests went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Attribution {
     Route { entry: usize, by_name: bool },
     NoRoute,
     Unmatched,
     Default,
+}
+
+/// [`Attribution::code`]s of the requests that took no route.
+const NO_ROUTE: i32 = -1;
+const UNMATCHED: i32 = -2;
+const DEFAULT_ROUTE: i32 = -3;
+
+impl Attribution {
+    /// The attribution as the client query groups by it: `2 × entry + by_name` for a route of the
+    /// [`route_table`], a negative constant otherwise.
+    fn code(self) -> i32 {
+        match self {
+            Attribution::Route { entry, by_name } => {
+                i32::try_from(entry).map_or(i32::MAX, |e| e.saturating_mul(2).saturating_add(i32::from(by_name)))
+            }
+            Attribution::NoRoute => NO_ROUTE,
+            Attribution::Unmatched => UNMATCHED,
+            Attribution::Default => DEFAULT_ROUTE,
+        }
+    }
+
+    fn from_code(code: i32) -> Option<Attribution> {
+        match code {
+            NO_ROUTE => Some(Attribution::NoRoute),
+            UNMATCHED => Some(Attribution::Unmatched),
+            DEFAULT_ROUTE => Some(Attribution::Default),
+            code if code >= 0 => Some(Attribution::Route { entry: (code / 2) as usize, by_name: code % 2 == 1 }),
+            _ => None,
+        }
+    }
+}
+
+/// What route attribution looks at of a request: what its access-log record shows.
+#[derive(Debug, Clone, Copy, Hash)]
+struct RouteKey<'r> {
+    reporter: &'r str,
+    source_namespace: Option<&'r str>,
+    source_workload: Option<&'r str>,
+    authority: Option<&'r str>,
+    path: Option<&'r str>,
+    method: Option<&'r str>,
+    route_name: Option<&'r str>,
+    no_route: bool,
+}
+
+/// A [`RouteKey`] that owns its strings (it hashes equal to the borrowed key it was made from).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct OwnedRouteKey {
+    reporter: String,
+    source_namespace: Option<String>,
+    source_workload: Option<String>,
+    authority: Option<String>,
+    path: Option<String>,
+    method: Option<String>,
+    route_name: Option<String>,
+    no_route: bool,
+}
+
+impl RouteKey<'_> {
+    fn to_owned_key(self) -> OwnedRouteKey {
+        OwnedRouteKey {
+            reporter: self.reporter.to_owned(),
+            source_namespace: self.source_namespace.map(str::to_owned),
+            source_workload: self.source_workload.map(str::to_owned),
+            authority: self.authority.map(str::to_owned),
+            path: self.path.map(str::to_owned),
+            method: self.method.map(str::to_owned),
+            route_name: self.route_name.map(str::to_owned),
+            no_route: self.no_route,
+        }
+    }
+
+    fn is(&self, owned: &OwnedRouteKey) -> bool {
+        self.reporter == owned.reporter
+            && self.source_namespace == owned.source_namespace.as_deref()
+            && self.source_workload == owned.source_workload.as_deref()
+            && self.authority == owned.authority.as_deref()
+            && self.path == owned.path.as_deref()
+            && self.method == owned.method.as_deref()
+            && self.route_name == owned.route_name.as_deref()
+            && self.no_route == owned.no_route
+    }
+}
+
+/// Attributes requests to the routes of one configuration; the rules are in the module docs.
+struct Attributor<'m> {
+    mesh: &'m MeshConfig,
+    table: Vec<RouteEntry<'m>>,
+    workloads: Vec<WorkloadRef>,
+}
+
+impl<'m> Attributor<'m> {
+    fn new(mesh: &'m MeshConfig) -> Self {
+        Attributor { mesh, table: route_table(mesh), workloads: mesh.workloads() }
+    }
+
+    /// The request as route matching sees it.
+    fn request<'a>(&'a self, key: &RouteKey<'a>) -> Request<'a> {
+        let source = match (key.source_namespace, key.source_workload) {
+            (Some(namespace), Some(name)) => find_workload(&self.workloads, namespace, name),
+            _ => None,
+        };
+        let authority = key.authority.unwrap_or("");
+        let raw_host = authority_host(authority).to_ascii_lowercase();
+        let (gateways, host) = if key.reporter == "gateway" {
+            (gateways_of(self.mesh, source), raw_host)
+        } else {
+            (vec!["mesh".to_owned()], mesh_host(&raw_host, key.source_namespace))
+        };
+        Request {
+            gateways,
+            host,
+            authority,
+            path: key.path.map_or("/", |p| p.split('?').next().unwrap_or(p)),
+            method: key.method,
+            source_namespace: key.source_namespace,
+            source_labels: source.map(|w| &w.labels),
+        }
+    }
+
+    /// The routes that serve the request's host through one of its gateways, in evaluation order.
+    fn candidates(&self, request: &Request<'_>) -> Vec<usize> {
+        (0..self.table.len())
+            .filter(|&i| {
+                let entry = &self.table[i];
+                entry.gateways.iter().any(|g| request.gateways.contains(g))
+                    && entry.hosts.iter().any(|h| host_matches(h, &request.host))
+            })
+            .collect()
+    }
+
+    fn attribute(&self, matcher: &mut Matcher, key: &RouteKey<'_>) -> Attribution {
+        if key.no_route {
+            return Attribution::NoRoute;
+        }
+        let request = self.request(key);
+        let candidates = self.candidates(&request);
+        let by_name = key
+            .route_name
+            .and_then(|name| candidates.iter().copied().find(|&i| self.table[i].envoy_name() == Some(name)));
+        if let Some(entry) = by_name {
+            Attribution::Route { entry, by_name: true }
+        } else if let Some(entry) = candidates.iter().copied().find(|&i| matcher.entry(&self.table[i], &request)) {
+            Attribution::Route { entry, by_name: false }
+        } else if candidates.is_empty() {
+            Attribution::Default
+        } else {
+            Attribution::Unmatched
+        }
+    }
+}
+
+/// Name of the scalar function [`client_sql`]'s grouping calls.
+const ROUTE_UDF: &str = "meshlens_route";
+
+/// `meshlens_route(reporter, source_namespace, source_workload, authority, path, method, route_name,
+/// no_route)`: the [`Attribution::code`] of each request against one configuration. Requests alike in all
+/// of that are attributed once (most share their key with many others), so the matcher runs once per
+/// distinct key and the scan pays a hash lookup per row.
+struct RouteUdf {
+    mesh: Arc<MeshConfig>,
+    signature: Signature,
+    hasher: RandomState,
+    memo: RwLock<RouteMemo>,
+}
+
+#[derive(Default)]
+struct RouteMemo {
+    matcher: Matcher,
+    /// Codes by the key's hash; keys with the same hash share the bucket.
+    codes: HashMap<u64, Vec<(OwnedRouteKey, i32)>>,
+}
+
+impl RouteMemo {
+    fn get(&self, hash: u64, key: &RouteKey<'_>) -> Option<i32> {
+        self.codes.get(&hash)?.iter().find(|(owned, _)| key.is(owned)).map(|(_, code)| *code)
+    }
+}
+
+impl RouteUdf {
+    fn new(mesh: &MeshConfig) -> Self {
+        RouteUdf {
+            mesh: Arc::new(mesh.clone()),
+            signature: Signature::any(8, Volatility::Immutable),
+            hasher: RandomState::new(),
+            memo: RwLock::new(RouteMemo::default()),
+        }
+    }
+
+    /// The codes of `count` rows whose keys `key_of` gives.
+    fn codes<'k>(&self, count: usize, key_of: impl Fn(usize) -> RouteKey<'k>) -> Int32Array {
+        let mut codes = vec![0i32; count];
+        let mut missing = Vec::new();
+        {
+            let memo = self.memo.read().unwrap_or_else(PoisonError::into_inner);
+            for (row, code) in codes.iter_mut().enumerate() {
+                let key = key_of(row);
+                match memo.get(self.hasher.hash_one(key), &key) {
+                    Some(found) => *code = found,
+                    None => missing.push(row),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let attributor = Attributor::new(&self.mesh);
+            let mut memo = self.memo.write().unwrap_or_else(PoisonError::into_inner);
+            for row in missing {
+                let key = key_of(row);
+                let hash = self.hasher.hash_one(key);
+                codes[row] = match memo.get(hash, &key) {
+                    Some(found) => found,
+                    None => {
+                        let code = attributor.attribute(&mut memo.matcher, &key).code();
+                        memo.codes.entry(hash).or_default().push((key.to_owned_key(), code));
+                        code
+                    }
+                };
+            }
+        }
+        Int32Array::from(codes)
+    }
+}
+
+impl std::fmt::Debug for RouteUdf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteUdf").field("signature", &self.signature).finish_non_exhaustive()
+    }
+}
+
+/// One function per configuration: equal when built for the same one.
+impl PartialEq for RouteUdf {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.mesh, &other.mesh)
+    }
+}
+
+impl Eq for RouteUdf {}
+
+impl std::hash::Hash for RouteUdf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.mesh), state);
+    }
+}
+
+impl ScalarUDFImpl for RouteUdf {
+    fn name(&self) -> &str {
+        ROUTE_UDF
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Int32)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let [strings @ .., no_route] = arrays.as_slice() else {
+            return Err(DataFusionError::Internal(format!("{ROUTE_UDF} takes 8 arguments")));
+        };
+        let strings: Vec<ArrayRef> =
+            strings.iter().map(|a| cast(a, &DataType::Utf8)).collect::<Result<_, ArrowError>>()?;
+        let strings: Vec<&StringArray> = strings.iter().map(|a| a.as_string::<i32>()).collect();
+        let no_route = cast(no_route, &DataType::Boolean)?;
+        let no_route = no_route.as_boolean();
+        let [reporter, source_namespace, source_workload, authority, path, method, route_name] = strings[..] else {
+            return Err(DataFusionError::Internal(format!("{ROUTE_UDF} takes 8 arguments")));
+        };
+        fn value(array: &StringArray, row: usize) -> Option<&str> {
+            array.is_valid(row).then(|| array.value(row))
+        }
+        let codes = self.codes(args.number_rows, |row| RouteKey {
+            reporter: value(reporter, row).unwrap_or(""),
+            source_namespace: value(source_namespace, row),
+            source_workload: value(source_workload, row),
+            authority: value(authority, row),
+            path: value(path, row),
+            method: value(method, row),
+            route_name: value(route_name, row),
+            no_route: no_route.is_valid(row) && no_route.value(row),
+        });
+        Ok(ColumnarValue::Array(Arc::new(codes)))
+    }
 }
 
 #[derive(Default)]
@@ -490,62 +839,37 @@ struct Accumulator {
     host_requests: u64,
 }
 
-/// Attributes the client-side requests to routes.
+/// Sums the client-side requests per route, as [`client_traffic`] attributed them.
 pub(super) fn analyze(mesh: &MeshConfig, rows: &[TrafficRow], options: &TrafficOptions) -> (RouteReport, Vec<Finding>) {
-    let table = route_table(mesh);
-    let workloads = mesh.workloads();
-    let mut matcher = Matcher::default();
+    let attributor = Attributor::new(mesh);
+    let table = &attributor.table;
     let mut accumulators: Vec<Accumulator> = table.iter().map(|_| Accumulator::default()).collect();
     let mut no_route: BTreeMap<(String, String), (u64, BTreeMap<String, u64>)> = BTreeMap::new();
     let mut unmatched: BTreeMap<(String, Option<String>, Option<String>), u64> = BTreeMap::new();
     let mut default_route_requests = 0;
 
     for row in rows {
-        let source = match (&row.source_namespace, &row.source_workload) {
-            (Some(namespace), Some(name)) => find_workload(&workloads, namespace, name),
-            _ => None,
-        };
-        let authority = row.authority.as_deref().unwrap_or("");
-        let raw_host = authority_host(authority).to_ascii_lowercase();
-        let (gateways, host) = if row.reporter == "gateway" {
-            (gateways_of(mesh, source), raw_host)
-        } else {
-            (vec!["mesh".to_owned()], mesh_host(&raw_host, row.source_namespace.as_deref()))
-        };
-        let path = row.path.as_deref().map_or("/", |p| p.split('?').next().unwrap_or(p));
-        let request = Request {
-            gateways,
-            host,
-            authority,
-            path,
-            method: row.method.as_deref(),
+        let key = RouteKey {
+            reporter: &row.reporter,
             source_namespace: row.source_namespace.as_deref(),
-            source_labels: source.map(|w| &w.labels),
+            source_workload: row.source_workload.as_deref(),
+            authority: row.authority.as_deref(),
+            path: row.path.as_deref(),
+            method: row.method.as_deref(),
+            route_name: None,
+            no_route: row.attribution == NO_ROUTE,
         };
-        let candidates: Vec<usize> = (0..table.len())
-            .filter(|&i| {
-                let entry = &table[i];
-                entry.gateways.iter().any(|g| request.gateways.contains(g))
-                    && entry.hosts.iter().any(|h| host_matches(h, &request.host))
-            })
-            .collect();
-        for &i in &candidates {
+        let request = attributor.request(&key);
+        for i in attributor.candidates(&request) {
             accumulators[i].host_requests += row.requests;
         }
-        let by_name = row
-            .route_name
-            .as_deref()
-            .and_then(|name| candidates.iter().copied().find(|&i| table[i].envoy_name() == Some(name)));
-        let attribution = if row.no_route {
-            Attribution::NoRoute
-        } else if let Some(entry) = by_name {
-            Attribution::Route { entry, by_name: true }
-        } else if let Some(entry) = candidates.iter().copied().find(|&i| matcher.entry(&table[i], &request)) {
-            Attribution::Route { entry, by_name: false }
-        } else if candidates.is_empty() {
-            Attribution::Default
-        } else {
-            Attribution::Unmatched
+        let authority = request.authority;
+        let path = request.path;
+        let Some(attribution) = Attribution::from_code(row.attribution).filter(|a| match a {
+            Attribution::Route { entry, .. } => *entry < table.len(),
+            _ => true,
+        }) else {
+            continue;
         };
         match attribution {
             Attribution::Route { entry, by_name } => {
@@ -622,7 +946,7 @@ pub(super) fn analyze(mesh: &MeshConfig, rows: &[TrafficRow], options: &TrafficO
             entry: index,
         });
     }
-    let findings = findings(&table, &report);
+    let findings = findings(table, &report);
     (report, findings)
 }
 
@@ -777,6 +1101,76 @@ mod tests {
         let exact = StringMatch { exact: Some("/Login".into()), ..Default::default() };
         assert!(matcher.string(&exact, "/login", true));
         assert!(!matcher.string(&exact, "/login", false));
+    }
+
+    #[test]
+    fn attribution_codes_round_trip() {
+        for attribution in [
+            Attribution::Route { entry: 0, by_name: false },
+            Attribution::Route { entry: 7, by_name: true },
+            Attribution::NoRoute,
+            Attribution::Unmatched,
+            Attribution::Default,
+        ] {
+            assert_eq!(Attribution::from_code(attribution.code()), Some(attribution));
+        }
+        assert_eq!(Attribution::from_code(-4), None);
+    }
+
+    /// Paths carry ids; grouping by them would keep one row per request. Requests a route took are grouped
+    /// by the route, and only NR and unmatched requests keep their path for the report.
+    #[tokio::test]
+    async fn requests_are_grouped_by_route_and_only_unrouted_ones_by_path() {
+        use meshlens_model::mesh::LoadReport;
+        use meshlens_model::{Direction, RequestRecord};
+        let mut load = LoadReport::default();
+        load.parse_str(
+            "mesh.yaml",
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: cart, namespace: shop}\n\
+             spec: {hosts: [cart], http: [{match: [{uri: {prefix: /api}}], route: [{destination: {host: cart}}]}]}\n",
+        );
+        assert!(load.errors.is_empty(), "{:?}", load.errors);
+        let mesh = MeshConfig::new(load.resources);
+        let start = DateTime::<Utc>::UNIX_EPOCH + chrono::TimeDelta::days(20_000);
+        let record = |path: String, flags: Vec<String>| RequestRecord {
+            timestamp: start,
+            direction: Direction::Outbound,
+            source_namespace: Some("shop".into()),
+            source_workload: Some("web".into()),
+            authority: Some("cart".into()),
+            path: Some(path),
+            method: Some("GET".into()),
+            status: Some(if flags.is_empty() { 200 } else { 404 }),
+            response_flags: flags,
+            duration_ms: Some(5),
+            destination_service: Some("cart.shop.svc.cluster.local".into()),
+            ..Default::default()
+        };
+        let mut records: Vec<RequestRecord> = (0..100).map(|id| record(format!("/api/orders/{id}"), vec![])).collect();
+        records.extend((0..3).map(|id| record(format!("/static/{id}"), vec![])));
+        records.extend((0..2).map(|id| record(format!("/nothing/{id}"), vec!["NR".into()])));
+        let ctx = super::super::requests_context(&records).unwrap();
+        let window = Window { start, end: start + chrono::TimeDelta::seconds(1) };
+        let traffic = client_traffic(&ctx, &mesh, &window).await.unwrap();
+        let mut rows: Vec<(i32, Option<&str>, u64)> =
+            traffic.rows.iter().map(|r| (r.attribution, r.path.as_deref(), r.requests)).collect();
+        rows.sort();
+        let route = Attribution::Route { entry: 0, by_name: false }.code();
+        assert_eq!(
+            rows,
+            [
+                (UNMATCHED, Some("/static/0"), 1),
+                (UNMATCHED, Some("/static/1"), 1),
+                (UNMATCHED, Some("/static/2"), 1),
+                (NO_ROUTE, Some("/nothing/0"), 1),
+                (NO_ROUTE, Some("/nothing/1"), 1),
+                (route, None, 100),
+            ]
+        );
+        let (report, _) = analyze(&mesh, &traffic.rows, &TrafficOptions::default());
+        assert_eq!(report.routes[0].requests, 100);
+        assert_eq!(report.unmatched.len(), 3);
+        assert_eq!(report.no_route[0].requests, 2);
     }
 
     #[test]

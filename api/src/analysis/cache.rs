@@ -6,8 +6,10 @@
 //! kept per window, namespace scope and configuration snapshot:
 //!
 //! - concurrent requests for the same key share one run (the first runs, the others wait for it);
-//! - a result younger than [`ApiLimits::analysis_fresh_for`] is served as is — for "the last hour" that
-//!   means up to that much older than the request, which the response's `window` states exactly;
+//! - a result is fresh, and served as is, while younger than [`ApiLimits::analysis_fresh_for`] and than
+//!   [`REFRESH_SPACING`] times as long as it took to compute — for "the last hour" that means up to that
+//!   much older than the request, which the response's `window` states exactly. The second bound keeps
+//!   background refreshes of a slow analysis from occupying the query threads most of the time;
 //! - an older one, up to [`ApiLimits::analysis_stale_for`], is still served at once while one background
 //!   run replaces it, so a slow analysis never makes a dashboard wait twice;
 //! - anything older is recomputed before answering. Failures are never kept.
@@ -21,13 +23,17 @@ use crate::state::{AppState, MeshSnapshot};
 use chrono::{DateTime, TimeDelta, Utc};
 use meshlens_analyzer::traffic::Window;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
 /// Most results kept; the oldest goes first.
 const MAX_ENTRIES: usize = 64;
+
+/// A result stays fresh for at least this many times its computation took: refreshing an analysis that
+/// takes `T` at most every `REFRESH_SPACING × T` keeps it to a fifth of the query threads' time.
+pub const REFRESH_SPACING: u32 = 4;
 
 /// The window a request names: "the last LEN" moves with the clock, so it is one key whatever the time; a
 /// fixed range is a key of its own.
@@ -60,12 +66,28 @@ struct Key {
 struct Entry {
     started: Instant,
     result: OnceCell<Arc<Analysis>>,
+    /// How long the run took, microseconds (0 until it finished).
+    took_micros: AtomicU64,
     refreshing: AtomicBool,
 }
 
 impl Entry {
-    fn new(started: Instant, result: Option<Arc<Analysis>>) -> Arc<Entry> {
-        Arc::new(Entry { started, result: OnceCell::new_with(result), refreshing: AtomicBool::new(false) })
+    fn new(started: Instant, result: Option<Arc<Analysis>>, took: Duration) -> Arc<Entry> {
+        Arc::new(Entry {
+            started,
+            result: OnceCell::new_with(result),
+            took_micros: AtomicU64::new(took.as_micros().try_into().unwrap_or(u64::MAX)),
+            refreshing: AtomicBool::new(false),
+        })
+    }
+
+    /// How long the result counts as fresh: see the module docs.
+    fn fresh_for(&self, limits: &ApiLimits) -> Duration {
+        if limits.analysis_fresh_for.is_zero() {
+            return Duration::ZERO;
+        }
+        let took = Duration::from_micros(self.took_micros.load(Ordering::Acquire));
+        limits.analysis_fresh_for.max(took.saturating_mul(REFRESH_SPACING))
     }
 }
 
@@ -111,7 +133,7 @@ pub async fn analysis(
         entries.get(&key).cloned()
     };
     let entry = match entry {
-        Some(entry) if now.duration_since(entry.started) < limits.analysis_fresh_for => entry,
+        Some(entry) if now.duration_since(entry.started) < entry.fresh_for(limits) => entry,
         Some(entry) if now.duration_since(entry.started) < limits.analysis_stale_for && entry.result.initialized() => {
             if !entry.refreshing.swap(true, Ordering::AcqRel) {
                 tokio::spawn(refresh(state.clone(), key, Arc::clone(&mesh)));
@@ -122,14 +144,18 @@ pub async fn analysis(
             entry
         }
         _ => {
-            let entry = Entry::new(now, None);
+            let entry = Entry::new(now, None, Duration::ZERO);
             cache.insert(key, Arc::clone(&entry), limits);
             entry
         }
     };
-    let result = entry
-        .result
-        .get_or_try_init(|| async { run_with(state, mesh, window.resolve(), namespace).await.map(Arc::new) });
+    let result = entry.result.get_or_try_init(|| async {
+        let started = Instant::now();
+        let analysis = run_with(state, mesh, window.resolve(), namespace).await?;
+        let took = started.elapsed().as_micros().try_into().unwrap_or(u64::MAX);
+        entry.took_micros.store(took, Ordering::Release);
+        Ok::<_, ApiError>(Arc::new(analysis))
+    });
     result.await.cloned()
 }
 
@@ -139,7 +165,8 @@ async fn refresh(state: AppState, key: Key, mesh: Arc<MeshSnapshot>) {
     match run_with(&state, mesh, key.window.resolve(), key.namespace.as_deref()).await {
         Ok(analysis) => {
             let limits = &state.limits().config;
-            state.analysis_cache().insert(key, Entry::new(started, Some(Arc::new(analysis))), limits);
+            let entry = Entry::new(started, Some(Arc::new(analysis)), started.elapsed());
+            state.analysis_cache().insert(key, entry, limits);
         }
         Err(e) => {
             // The stale entry stays (and is recomputed in the foreground once too old); the next request

@@ -53,7 +53,7 @@ pub async fn run(state: &AppState, window: Window) -> Result<Analysis, ApiError>
 }
 
 /// Runs every analysis over `window` against `mesh`, on the records of `namespace` only (source or
-/// destination) when given.
+/// destination) when given, on the query executor ([`crate::executor`]).
 async fn run_with(
     state: &AppState,
     mesh: Arc<MeshSnapshot>,
@@ -61,10 +61,17 @@ async fn run_with(
     namespace: Option<&str>,
 ) -> Result<Analysis, ApiError> {
     let ctx = scoped_context(state, namespace).await?;
-    let traffic =
-        traffic::analyze(&ctx, &mesh.mesh, window, &TrafficOptions::default()).await.map_err(ApiError::internal)?;
-    let graph = graph(&ctx, window).await?;
-    Ok(Analysis { window, mesh, traffic, graph, namespace: namespace.map(str::to_owned) })
+    let namespace = namespace.map(str::to_owned);
+    state
+        .executor()
+        .run(async move {
+            let traffic = traffic::analyze(&ctx, &mesh.mesh, window, &TrafficOptions::default())
+                .await
+                .map_err(ApiError::internal)?;
+            let graph = graph(&ctx, window).await?;
+            Ok(Analysis { window, mesh, traffic, graph, namespace })
+        })
+        .await?
 }
 
 /// A session whose `requests` table is the store's, restricted to `namespace`'s records when given.
@@ -184,8 +191,8 @@ fn graph_sql(window: &Window) -> String {
                    CASE WHEN client.logged THEN client.status ELSE server.status END AS status,
                    CAST(COALESCE(client.duration_ms, server.duration_ms) AS DOUBLE) AS duration_ms,
                    COALESCE(NULLIF(server.mtls, 'unknown'), NULLIF(client.mtls, 'unknown'), 'unknown') AS mtls
-            FROM client FULL OUTER JOIN server
-              ON client.request_id = server.request_id AND client.destination_service = server.destination_service
+            FROM server FULL OUTER JOIN client
+              ON server.request_id = client.request_id AND server.destination_service = client.destination_service
         )
         SELECT source_namespace, source_workload, source_address, destination_service, destination_namespace,
                destination_workload,

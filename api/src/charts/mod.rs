@@ -267,8 +267,8 @@ fn paired_sql(request: &Request, select: &str, group_by: &str) -> String {
                        COALESCE(client.status, server.status) AS status,
                        COALESCE(client.duration_ms, server.duration_ms) AS duration_ms,
                        COALESCE(NULLIF(server.mtls, 'unknown'), NULLIF(client.mtls, 'unknown'), 'unknown') AS mtls
-                FROM client FULL OUTER JOIN server
-                  ON client.request_id = server.request_id AND client.destination_service = server.destination_service)
+                FROM server FULL OUTER JOIN client
+                  ON server.request_id = client.request_id AND server.destination_service = client.destination_service)
          SELECT to_unixtime(date_bin(INTERVAL '{step} seconds', timestamp, TIMESTAMP '1970-01-01T00:00:00Z')) AS t,
                 {select}
          FROM paired WHERE {filters}
@@ -298,8 +298,9 @@ async fn run<T: DeserializeOwned>(
     caller: &Caller,
     sql: &str,
 ) -> Result<Vec<T>, ApiError> {
-    let result =
-        sandbox.run(&state.store, caller.namespace.as_deref(), sql, sandbox.limits(), Overflow::Refuse).await?;
+    let result = sandbox
+        .run(&state.store, state.executor(), caller.namespace.as_deref(), sql, sandbox.limits(), Overflow::Refuse)
+        .await?;
     decode(&result)
 }
 

@@ -177,7 +177,7 @@ impl Env {
         let config = StoreConfig { database_url, ..StoreConfig::new(dir.path()) };
         let store = Arc::new(Store::open(config).await.expect("open store"));
         store.append_requests(records(Utc::now())).await.expect("append");
-        let state = AppState::new(Arc::clone(&store), snapshot());
+        let state = AppState::new(Arc::clone(&store), snapshot()).expect("executor");
         Env { dir, state, store, pg }
     }
 

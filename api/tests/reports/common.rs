@@ -174,7 +174,7 @@ impl TestEnv {
         if mutual + plaintext > 0 {
             store.append_requests(records(Utc::now(), mutual, plaintext)).await.expect("append");
         }
-        AppState::new(Arc::new(store), snapshot())
+        AppState::new(Arc::new(store), snapshot()).expect("executor")
     }
 
     pub async fn cleanup(self) {

@@ -73,7 +73,7 @@ pub async fn fixture_with(n: usize, edit: impl Fn(usize, &mut RequestRecord)) ->
             store.flush().await.expect("flush");
         }
     }
-    let state = AppState::new(Arc::new(store), MeshSnapshot::default());
+    let state = AppState::new(Arc::new(store), MeshSnapshot::default()).expect("executor");
     Fixture { dir, state, records }
 }
 
