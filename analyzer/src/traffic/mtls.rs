@@ -7,8 +7,12 @@
 //! with the server's verdict, and settles the client's `unknown`. Records without a partner count on their
 //! own. A retried request is logged once by the client and once per try by the server, so it counts once
 //! per try: each try is a connection that was, or was not, mutually authenticated.
+//!
+//! The same query gives each edge's errors and latency (the client's status and duration when it logged
+//! the request, else the server's), so an edge here is also an edge of the service graph.
 
 use super::codes::{ML2001, ML2002, ML2003};
+use super::stats::{Histogram, Latency};
 use super::{TrafficError, TrafficOptions, Window, find_workload, finding, rows, service_resource, workload_label};
 use crate::Finding;
 use datafusion::prelude::SessionContext;
@@ -67,16 +71,21 @@ pub struct Configured {
     pub client_tls: Option<&'static str>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Edge {
     /// `namespace/workload` of the client; `unknown@IP` when only the server logged the request and no
     /// workload in the configuration has the peer's IP; `unknown` when not even that is known.
     pub source: String,
+    pub source_namespace: Option<String>,
     /// Destination service FQDN, or `namespace/workload` when only the server's workload is known.
     pub destination: String,
     pub destination_namespace: Option<String>,
     #[serde(flatten)]
     pub counts: Counts,
+    /// Requests with status 5xx or no response.
+    pub errors: u64,
+    /// Exact percentiles of the requests' durations.
+    pub latency: Option<Latency>,
     pub configured: Configured,
     pub classification: Classification,
 }
@@ -96,7 +105,7 @@ pub struct NamespaceCoverage {
     pub plaintext_sources: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MtlsReport {
     pub overall: Counts,
     pub namespaces: Vec<NamespaceCoverage>,
@@ -105,9 +114,37 @@ pub struct MtlsReport {
     pub strict_ready_min_requests: u64,
 }
 
-/// One row of the pairing query: requests of an edge with one observed mTLS value.
+/// One row of the pairing query: requests of an edge with one observed mTLS value and one duration.
 #[derive(Debug, Deserialize)]
+struct PairRow {
+    #[serde(flatten)]
+    edge: EdgeKey,
+    resolved: u64,
+    requests: u64,
+    errors: u64,
+    duration_ms: Option<u64>,
+}
+
+/// Requests of an edge with one observed mTLS value: the pairing query's rows summed over durations.
+#[derive(Debug)]
 pub(super) struct EdgeRow {
+    key: EdgeKey,
+    resolved: u64,
+    requests: u64,
+    errors: u64,
+    durations: Histogram,
+}
+
+impl std::ops::Deref for EdgeRow {
+    type Target = EdgeKey;
+
+    fn deref(&self) -> &EdgeKey {
+        &self.key
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+pub(super) struct EdgeKey {
     source_namespace: Option<String>,
     source_workload: Option<String>,
     /// The peer's IP, when no workload is known for it.
@@ -119,8 +156,6 @@ pub(super) struct EdgeRow {
     /// PeerAuthentication `portLevelMtls` is keyed by (the SNI and `destination_port` carry the service port).
     server_cluster: Option<String>,
     mtls: String,
-    resolved: u64,
-    requests: u64,
 }
 
 /// Client and server records are paired by request id and destination service. The server side is the
@@ -133,11 +168,11 @@ fn pairing_sql(window: &Window) -> String {
     format!(
         "WITH client AS (
             SELECT request_id, source_namespace, source_workload, destination_service, destination_namespace,
-                   destination_workload, mtls
+                   destination_workload, mtls, status, duration_ms, TRUE AS logged
             FROM requests WHERE {window} AND direction = 'outbound' AND destination_service IS NOT NULL
         ), server AS (
             SELECT request_id, source_namespace, source_workload, destination_service, destination_namespace,
-                   destination_workload, upstream_cluster, downstream_remote_address, mtls
+                   destination_workload, upstream_cluster, downstream_remote_address, mtls, status, duration_ms
             FROM requests WHERE {window} AND direction = 'inbound'
         )
         SELECT COALESCE(client.source_namespace, server.source_namespace) AS source_namespace,
@@ -149,19 +184,25 @@ fn pairing_sql(window: &Window) -> String {
                COALESCE(server.destination_workload, client.destination_workload) AS destination_workload,
                server.upstream_cluster AS server_cluster,
                COALESCE(NULLIF(server.mtls, 'unknown'), NULLIF(client.mtls, 'unknown'), 'unknown') AS mtls,
+               COALESCE(client.duration_ms, server.duration_ms) AS duration_ms,
                SUM(CASE WHEN client.mtls = 'unknown' AND server.mtls IN ('mutual', 'plaintext') THEN 1 ELSE 0 END)
                    AS resolved,
-               COUNT(*) AS requests
+               COUNT(*) AS requests,
+               SUM(CASE WHEN client.logged THEN (CASE WHEN client.status IS NULL OR client.status >= 500 THEN 1 ELSE 0 END)
+                        WHEN server.status IS NULL OR server.status >= 500 THEN 1 ELSE 0 END) AS errors
         FROM server FULL OUTER JOIN client
           ON server.request_id = client.request_id AND server.destination_service = client.destination_service
-        GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"
+        GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"
     )
 }
 
 /// What the rows of one edge add up to.
 struct EdgeTotals {
     namespace: Option<String>,
+    source_namespace: Option<String>,
     counts: Counts,
+    errors: u64,
+    durations: Histogram,
     /// The weakest mode any of its rows arrived under.
     mode: MtlsMode,
     client_tls: Option<ClientTlsMode>,
@@ -228,7 +269,23 @@ fn classify(mode: MtlsMode, counts: &Counts, min_requests: u64) -> Classificatio
 
 /// Runs the pairing query over the window.
 pub(super) async fn pairs(ctx: &SessionContext, window: &Window) -> Result<Vec<EdgeRow>, TrafficError> {
-    rows(ctx, &pairing_sql(window)).await
+    let mut edges: BTreeMap<EdgeKey, EdgeRow> = BTreeMap::new();
+    for row in rows::<PairRow>(ctx, &pairing_sql(window)).await? {
+        let edge = edges.entry(row.edge.clone()).or_insert_with(|| EdgeRow {
+            key: row.edge,
+            resolved: 0,
+            requests: 0,
+            errors: 0,
+            durations: Histogram::default(),
+        });
+        edge.resolved += row.resolved;
+        edge.requests += row.requests;
+        edge.errors += row.errors;
+        if let Some(duration) = row.duration_ms {
+            edge.durations.add(duration, row.requests);
+        }
+    }
+    Ok(edges.into_values().collect())
 }
 
 /// Reads the paired requests against the configured modes.
@@ -259,13 +316,18 @@ pub(super) fn analyze(mesh: &MeshConfig, rows: &[EdgeRow], options: &TrafficOpti
             unknown: if row.mtls == "unknown" { row.requests } else { 0 },
             resolved_by_pairing: row.resolved,
         };
-        let totals = edges.entry((source, destination)).or_insert(EdgeTotals {
+        let totals = edges.entry((source, destination)).or_insert_with(|| EdgeTotals {
             namespace: None,
+            source_namespace: row.source_namespace.clone(),
             counts: Counts::default(),
+            errors: 0,
+            durations: Histogram::default(),
             mode,
             client_tls,
         });
         totals.counts.add(&counts);
+        totals.errors += row.errors;
+        totals.durations.merge(&row.durations);
         if mode_rank(mode) < mode_rank(totals.mode) {
             totals.mode = mode;
         }
@@ -282,7 +344,11 @@ pub(super) fn analyze(mesh: &MeshConfig, rows: &[EdgeRow], options: &TrafficOpti
         strict_ready_min_requests: min_requests,
     };
     let mut namespaces: BTreeMap<String, NamespaceCoverage> = BTreeMap::new();
-    for ((source, destination), EdgeTotals { namespace, counts, mode, client_tls }) in edges {
+    for (
+        (source, destination),
+        EdgeTotals { namespace, source_namespace, counts, errors, durations, mode, client_tls },
+    ) in edges
+    {
         let classification = classify(mode, &counts, min_requests);
         report.overall.add(&counts);
         if let Some(namespace) = &namespace {
@@ -302,9 +368,12 @@ pub(super) fn analyze(mesh: &MeshConfig, rows: &[EdgeRow], options: &TrafficOpti
         }
         report.edges.push(Edge {
             source,
+            source_namespace,
             destination,
             destination_namespace: namespace,
             counts,
+            errors,
+            latency: Latency::of(&durations),
             configured: Configured {
                 peer_authentication: mode.as_str(),
                 client_tls: client_tls.map(ClientTlsMode::as_str),

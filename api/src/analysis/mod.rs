@@ -12,15 +12,12 @@ pub mod cache;
 
 use crate::error::ApiError;
 use crate::state::{AppState, MeshSnapshot};
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use datafusion::arrow::json::ArrayWriter;
+use chrono::{DateTime, TimeDelta, Utc};
 use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
 use meshlens_analyzer::traffic::{self, TrafficOptions, TrafficReport, Window};
 use meshlens_model::mesh::Kind;
 use meshlens_model::names::service_fqdn_parts;
 use meshlens_store::Table;
-use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The window analyzed when a request names none.
@@ -68,7 +65,7 @@ async fn run_with(
             let traffic = traffic::analyze(&ctx, &mesh.mesh, window, &TrafficOptions::default())
                 .await
                 .map_err(ApiError::internal)?;
-            let graph = graph(&ctx, window).await?;
+            let graph = Graph::of(&traffic);
             Ok(Analysis { window, mesh, traffic, graph, namespace })
         })
         .await?
@@ -132,7 +129,7 @@ pub struct GraphEdge {
     pub plaintext: u64,
     pub unknown: u64,
     /// Latency percentiles (milliseconds) as the client saw it when it logged the request, else the
-    /// server; approximate (t-digest).
+    /// server; exact, rounded to 0.1 ms.
     pub p50_ms: Option<f64>,
     pub p95_ms: Option<f64>,
     pub p99_ms: Option<f64>,
@@ -145,142 +142,36 @@ pub struct Graph {
     pub edges: Vec<GraphEdge>,
 }
 
-#[derive(Debug, Deserialize)]
-struct EdgeRow {
-    source_namespace: Option<String>,
-    source_workload: Option<String>,
-    source_address: Option<String>,
-    destination_service: Option<String>,
-    destination_namespace: Option<String>,
-    destination_workload: Option<String>,
-    requests: u64,
-    errors: u64,
-    mutual: u64,
-    plaintext: u64,
-    p50_ms: Option<f64>,
-    p95_ms: Option<f64>,
-    p99_ms: Option<f64>,
-}
-
-/// Client and server records of one request are paired by request id and destination service as the mTLS
-/// analysis pairs them (a pair counts once; a request logged by one side only counts on its own), so the
-/// graph's request counts and mTLS counts agree with `/mtls/coverage`.
-fn graph_sql(window: &Window) -> String {
-    let bounds = format!(
-        "timestamp >= '{}' AND timestamp < '{}'",
-        window.start.to_rfc3339_opts(SecondsFormat::Micros, true),
-        window.end.to_rfc3339_opts(SecondsFormat::Micros, true)
-    );
-    format!(
-        "WITH client AS (
-            SELECT request_id, source_namespace, source_workload, destination_service, destination_namespace,
-                   destination_workload, status, duration_ms, mtls, TRUE AS logged
-            FROM requests WHERE {bounds} AND direction = 'outbound' AND destination_service IS NOT NULL
-        ), server AS (
-            SELECT request_id, source_namespace, source_workload, destination_service, destination_namespace,
-                   destination_workload, downstream_remote_address, status, duration_ms, mtls
-            FROM requests WHERE {bounds} AND direction = 'inbound'
-        ), paired AS (
-            SELECT COALESCE(client.source_namespace, server.source_namespace) AS source_namespace,
-                   COALESCE(client.source_workload, server.source_workload) AS source_workload,
-                   CASE WHEN client.source_workload IS NULL AND server.source_workload IS NULL
-                        THEN regexp_replace(server.downstream_remote_address, ':[0-9]+$', '') END AS source_address,
-                   COALESCE(server.destination_service, client.destination_service) AS destination_service,
-                   COALESCE(server.destination_namespace, client.destination_namespace) AS destination_namespace,
-                   COALESCE(server.destination_workload, client.destination_workload) AS destination_workload,
-                   CASE WHEN client.logged THEN client.status ELSE server.status END AS status,
-                   CAST(COALESCE(client.duration_ms, server.duration_ms) AS DOUBLE) AS duration_ms,
-                   COALESCE(NULLIF(server.mtls, 'unknown'), NULLIF(client.mtls, 'unknown'), 'unknown') AS mtls
-            FROM server FULL OUTER JOIN client
-              ON server.request_id = client.request_id AND server.destination_service = client.destination_service
-        )
-        SELECT source_namespace, source_workload, source_address, destination_service, destination_namespace,
-               destination_workload,
-               COUNT(*) AS requests,
-               SUM(CASE WHEN status IS NULL OR status >= 500 THEN 1 ELSE 0 END) AS errors,
-               SUM(CASE WHEN mtls = 'mutual' THEN 1 ELSE 0 END) AS mutual,
-               SUM(CASE WHEN mtls = 'plaintext' THEN 1 ELSE 0 END) AS plaintext,
-               approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50_ms,
-               approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95_ms,
-               approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99_ms
-        FROM paired
-        GROUP BY 1, 2, 3, 4, 5, 6"
-    )
-}
-
-/// `namespace/workload`, or `unknown`, as the mTLS analysis names a side of an edge.
-fn workload_label(namespace: Option<&str>, workload: Option<&str>) -> String {
-    match (namespace, workload) {
-        (Some(namespace), Some(workload)) => format!("{namespace}/{workload}"),
-        (None, Some(workload)) => workload.to_owned(),
-        _ => "unknown".to_owned(),
-    }
-}
-
-/// The service graph over `ctx`'s `requests` in `window`.
-pub async fn graph(ctx: &SessionContext, window: Window) -> Result<Graph, ApiError> {
-    let batches =
-        ctx.sql(&graph_sql(&window)).await.map_err(ApiError::internal)?.collect().await.map_err(ApiError::internal)?;
-    let mut writer = ArrayWriter::new(Vec::new());
-    for batch in &batches {
-        writer.write(batch).map_err(ApiError::internal)?;
-    }
-    writer.finish().map_err(ApiError::internal)?;
-    let json = writer.into_inner();
-    let rows: Vec<EdgeRow> =
-        if json.is_empty() { Vec::new() } else { serde_json::from_slice(&json).map_err(ApiError::internal)? };
-
-    // Rows differ by destination workload; an edge is source → destination, so they are summed, and
-    // percentiles of the busiest row stand for the edge (percentiles cannot be summed).
-    let mut edges: BTreeMap<(String, String), (GraphEdge, u64)> = BTreeMap::new();
-    for row in rows {
-        let destination = match (&row.destination_service, &row.destination_workload) {
-            (Some(service), _) => service.clone(),
-            (None, Some(_)) => {
-                workload_label(row.destination_namespace.as_deref(), row.destination_workload.as_deref())
-            }
-            (None, None) => continue,
-        };
-        let source = match (&row.source_workload, &row.source_address) {
-            (None, Some(address)) => format!("unknown@{address}"),
-            _ => workload_label(row.source_namespace.as_deref(), row.source_workload.as_deref()),
-        };
-        let (edge, busiest) = edges.entry((source.clone(), destination.clone())).or_insert_with(|| {
-            let edge = GraphEdge {
-                source,
-                source_namespace: row.source_namespace.clone(),
-                destination,
-                destination_namespace: row.destination_namespace.clone(),
-                requests: 0,
-                errors: 0,
-                mutual: 0,
-                plaintext: 0,
-                unknown: 0,
-                p50_ms: None,
-                p95_ms: None,
-                p99_ms: None,
-            };
-            (edge, 0)
+impl Graph {
+    /// The graph of an analysis: its mTLS edges, which pair client and server records of each request
+    /// (a pair counts once; a request logged by one side only counts on its own), so the graph's request
+    /// and mTLS counts are `/mtls/coverage`'s.
+    pub fn of(traffic: &TrafficReport) -> Graph {
+        let round = |v: f64| (v * 10.0).round() / 10.0;
+        let mut edges: Vec<GraphEdge> = traffic
+            .mtls
+            .edges
+            .iter()
+            .map(|edge| GraphEdge {
+                source: edge.source.clone(),
+                source_namespace: edge.source_namespace.clone(),
+                destination: edge.destination.clone(),
+                destination_namespace: edge.destination_namespace.clone(),
+                requests: edge.counts.requests,
+                errors: edge.errors,
+                mutual: edge.counts.mutual,
+                plaintext: edge.counts.plaintext,
+                unknown: edge.counts.unknown,
+                p50_ms: edge.latency.map(|l| round(l.p50_ms)),
+                p95_ms: edge.latency.map(|l| round(l.p95_ms)),
+                p99_ms: edge.latency.map(|l| round(l.p99_ms)),
+            })
+            .collect();
+        edges.sort_by(|a, b| {
+            b.requests.cmp(&a.requests).then_with(|| (&a.source, &a.destination).cmp(&(&b.source, &b.destination)))
         });
-        edge.requests += row.requests;
-        edge.errors += row.errors;
-        edge.mutual += row.mutual;
-        edge.plaintext += row.plaintext;
-        edge.unknown += row.requests.saturating_sub(row.mutual + row.plaintext);
-        if row.requests > *busiest {
-            *busiest = row.requests;
-            let round = |v: Option<f64>| v.filter(|v| v.is_finite()).map(|v| (v * 10.0).round() / 10.0);
-            (edge.p50_ms, edge.p95_ms, edge.p99_ms) = (round(row.p50_ms), round(row.p95_ms), round(row.p99_ms));
-        }
-        if edge.destination_namespace.is_none() {
-            edge.destination_namespace = row.destination_namespace;
-        }
+        Graph { edges }
     }
-    let mut edges: Vec<GraphEdge> = edges.into_values().map(|(edge, _)| edge).collect();
-    edges.sort_by(|a, b| {
-        b.requests.cmp(&a.requests).then_with(|| (&a.source, &a.destination).cmp(&(&b.source, &b.destination)))
-    });
-    Ok(Graph { edges })
 }
 
 #[cfg(test)]

@@ -61,7 +61,7 @@ pub struct GraphEdge {
     pub errors: u64,
     /// `errors / requests`.
     pub error_rate: f64,
-    /// Latency percentiles in milliseconds (approximate), as the client saw it when it logged the request,
+    /// Latency percentiles in milliseconds (exact), as the client saw it when it logged the request,
     /// else as the server did; `null` without durations.
     pub p50_ms: Option<f64>,
     pub p95_ms: Option<f64>,
