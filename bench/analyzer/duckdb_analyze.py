@@ -8,7 +8,8 @@ fresh connection, fetches all results into Python, and answers one JSON line:
 meanwhile, "figures": totals for the cross-check}.
 
 The queries compute what the analyzer's do, one per analysis input:
-- mTLS: client and server records paired on (request id, destination service) by a full outer join;
+- mTLS and the service graph: client and server records paired on (request id, destination service) by a
+  full outer join, with errors and a duration histogram per edge;
 - routes: client-side requests grouped by the route they took (the attribution written as SQL for the
   benchmark's configuration), with failures, last use and latency percentiles (p50, p95, p99, p99.9) per
   group;
@@ -38,17 +39,18 @@ QUERIES = {
     "mtls": """
         WITH client AS (
             SELECT request_id, source_namespace, source_workload, destination_service, destination_namespace,
-                   destination_workload, mtls
+                   destination_workload, mtls, status, duration_ms, TRUE AS logged
             FROM requests WHERE {w} AND direction = 'outbound' AND destination_service IS NOT NULL
         ), server AS (
             SELECT request_id, source_namespace, source_workload, destination_service, destination_namespace,
-                   destination_workload, upstream_cluster, downstream_remote_address, mtls
+                   destination_workload, upstream_cluster, mtls, status, duration_ms,
+                   CASE WHEN source_workload IS NULL THEN regexp_replace(downstream_remote_address, ':[0-9]+$', '')
+                   END AS source_address
             FROM requests WHERE {w} AND direction = 'inbound'
         )
         SELECT COALESCE(client.source_namespace, server.source_namespace) AS source_namespace,
                COALESCE(client.source_workload, server.source_workload) AS source_workload,
-               CASE WHEN client.source_workload IS NULL AND server.source_workload IS NULL
-                    THEN regexp_replace(server.downstream_remote_address, ':[0-9]+$', '') END AS source_address,
+               CASE WHEN client.source_workload IS NULL THEN server.source_address END AS source_address,
                COALESCE(server.destination_service, client.destination_service) AS destination_service,
                COALESCE(server.destination_namespace, client.destination_namespace) AS destination_namespace,
                COALESCE(server.destination_workload, client.destination_workload) AS destination_workload,
@@ -56,7 +58,10 @@ QUERIES = {
                COALESCE(NULLIF(server.mtls, 'unknown'), NULLIF(client.mtls, 'unknown'), 'unknown') AS mtls,
                sum(CASE WHEN client.mtls = 'unknown' AND server.mtls IN ('mutual', 'plaintext') THEN 1 ELSE 0 END)
                    AS resolved,
-               count(*) AS requests
+               count(*) AS requests,
+               sum(CASE WHEN client.logged THEN (CASE WHEN client.status IS NULL OR client.status >= 500 THEN 1 ELSE 0 END)
+                        WHEN server.status IS NULL OR server.status >= 500 THEN 1 ELSE 0 END) AS errors,
+               COALESCE(client.duration_ms, server.duration_ms) AS duration_ms
         FROM server FULL OUTER JOIN client
           ON server.request_id = client.request_id AND server.destination_service = client.destination_service
         GROUP BY ALL""",

@@ -2,7 +2,9 @@
 //!
 //! Rows of one flush are ordered by the table's time column and cut at hour boundaries; each hour becomes
 //! `parquet/<table>/<YYYY-MM-DD>/<HH>/<wal seq>-<part>.parquet` (one part, or several encoded in parallel
-//! when the hour holds more than a row group per core). The flush's WAL sequence number names the files,
+//! when the hour holds more than a row group per core). Within a file, rows are ordered by the table's
+//! cluster column, if it has one, then by time (`Table::cluster_column`), so that a scan of one value
+//! skips the other values' pages. The flush's WAL sequence number names the files,
 //! so a retried flush of the same rows overwrites rather than duplicates. Files are written under a
 //! temporary name, fsynced and renamed; they become visible only when the catalog commit that lists
 //! them succeeds (see `Shared::flush`).
@@ -12,7 +14,7 @@ use crate::error::{Result, StoreError, arrow_err, io_err};
 use crate::schema::Table;
 use crate::wal::sync_dir;
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::{concat_batches, sort_to_indices, take_record_batch};
+use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, sort_to_indices, take_record_batch};
 use arrow::datatypes::TimestampMicrosecondType;
 use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
@@ -22,6 +24,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub(crate) const HOUR_MICROS: i64 = 3_600_000_000;
 /// Folder (under the data directory) of the Parquet files.
@@ -54,16 +57,39 @@ pub fn parquet_writer_properties(table: Table, row_group_rows: usize) -> Result<
             builder = builder.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
         }
     }
+    let cluster_index = table
+        .cluster_column()
+        .map(|c| table.schema().index_of(c).map_err(arrow_err("locating the cluster column")))
+        .transpose()?;
+    let sorting = cluster_index
+        .into_iter()
+        .chain([time_index])
+        .map(|index| SortingColumn { column_idx: index as i32, descending: false, nulls_first: false })
+        .collect();
     Ok(builder
         .set_compression(Compression::ZSTD(level))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(row_group_rows))
-        .set_sorting_columns(Some(vec![SortingColumn {
-            column_idx: time_index as i32,
-            descending: false,
-            nulls_first: false,
-        }]))
+        .set_sorting_columns(Some(sorting))
         .build())
+}
+
+/// The rows of one file (`part`, in time order) in file order: by the table's cluster column, then by
+/// time. A table without a cluster column keeps the part as it is.
+fn cluster(table: Table, part: &[RecordBatch], time_index: usize) -> Result<Vec<RecordBatch>> {
+    let Some(column) = table.cluster_column() else { return Ok(part.to_vec()) };
+    if part.is_empty() {
+        return Ok(Vec::new());
+    }
+    let merged =
+        concat_batches(&table.schema(), part).map_err(arrow_err(format!("merging {table} rows for a file")))?;
+    let cluster_index = table.schema().index_of(column).map_err(arrow_err("locating the cluster column"))?;
+    let keys = [
+        SortColumn { values: Arc::clone(merged.column(cluster_index)), options: None },
+        SortColumn { values: Arc::clone(merged.column(time_index)), options: None },
+    ];
+    let indices = lexsort_to_indices(&keys, None).map_err(arrow_err(format!("ordering {table} rows by {column}")))?;
+    Ok(vec![take_record_batch(&merged, &indices).map_err(arrow_err(format!("ordering {table} rows by {column}")))?])
 }
 
 /// Relative path of part `part` of `table`'s rows of the hour starting at `hour`, written by flush `seq`.
@@ -123,9 +149,11 @@ pub(crate) fn write_table(
                     .map(|(rel, hour, rows)| {
                         let props = props.clone();
                         scope.spawn(move || {
-                            let size = write_file(&data_dir.join(rel), rows, props)?;
+                            // The part is in time order: its first and last rows bound its time range.
                             let first = rows.first().map_or(0, |b| times(b, time_index)[0]);
                             let last = rows.last().map_or(0, |b| *times(b, time_index).last().unwrap_or(&0));
+                            let rows = cluster(table, rows, time_index)?;
+                            let size = write_file(&data_dir.join(rel), &rows, props)?;
                             Ok(NewFile {
                                 table,
                                 partition_hour: *hour,

@@ -8,7 +8,8 @@
 //!   visible to queries. A memory budget bounds what is held before a flush; past it appends fail fast
 //!   with [`StoreError::Busy`].
 //! - **Flush**: by row count or age, buffered rows become zstd Parquet files sorted by time under
-//!   `<data-dir>/parquet/<table>/<YYYY-MM-DD>/<HH>/`. A file is visible only once its catalog row
+//!   `<data-dir>/parquet/<table>/<YYYY-MM-DD>/<HH>/` (request files by direction, then time, so that a scan
+//!   of one side skips the other's pages). A file is visible only once its catalog row
 //!   commits, in the same transaction as the WAL checkpoint it covers; WAL segments are deleted after.
 //! - **Recovery**: opening replays the WAL after the checkpoint, truncates a torn tail, quarantines
 //!   damaged records in `<data-dir>/wal/quarantine/` and reports it all ([`RecoveryReport`]).

@@ -209,6 +209,49 @@ async fn time_range_pruning_skips_files(backend: Backend) {
     env.cleanup().await;
 }
 
+/// Request files hold inbound rows, then outbound rows, each in time order, and say so in their footer, so
+/// that a scan of one direction skips the other's pages; the catalog's time range is still the file's.
+async fn request_files_are_ordered_by_direction_then_time(backend: Backend) {
+    use meshlens_model::Direction;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let env = TestEnv::new(backend).await;
+    let store = Store::open(manual_flush(&env)).await.expect("open");
+    let mut records = RequestGenerator::new(3, start_time(), 100).batch(3000);
+    for (i, record) in records.iter_mut().enumerate() {
+        if i % 3 == 0 {
+            record.direction = Direction::Inbound;
+        }
+    }
+    let (first, last) = (records[0].timestamp, records[records.len() - 1].timestamp);
+    store.append_requests(records).await.expect("append");
+    store.flush().await.expect("flush");
+    let files = store.catalog().files(Table::Requests, None, None, None).await.expect("catalog");
+    assert_eq!(files.len(), 1);
+    assert_eq!((files[0].min_time, files[0].max_time), (first.timestamp_micros(), last.timestamp_micros()));
+
+    let file = std::fs::File::open(store.data_dir().join(&files[0].path)).expect("open file");
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet");
+    let sorting = builder.metadata().row_group(0).sorting_columns().cloned().unwrap_or_default();
+    let schema = Table::Requests.schema();
+    let sorted_by: Vec<&str> = sorting.iter().map(|c| schema.field(c.column_idx as usize).name().as_str()).collect();
+    assert_eq!(sorted_by, ["direction", "timestamp"]);
+    let mut rows: Vec<(String, i64)> = Vec::new();
+    for batch in builder.build().expect("reader") {
+        let batch = batch.expect("batch");
+        let direction = batch.column_by_name("direction").expect("direction");
+        let direction = direction.as_any().downcast_ref::<arrow::array::StringArray>().expect("strings");
+        let time = batch.column_by_name("timestamp").expect("timestamp");
+        let time = time.as_any().downcast_ref::<arrow::array::TimestampMicrosecondArray>().expect("timestamps");
+        rows.extend((0..batch.num_rows()).map(|i| (direction.value(i).to_owned(), time.value(i))));
+    }
+    assert_eq!(rows.len(), 3000);
+    assert_eq!(rows.iter().filter(|(d, _)| d == "inbound").count(), 1000);
+    assert!(rows.windows(2).all(|w| w[0] <= w[1]), "ordered by (direction, timestamp)");
+    assert_eq!(scalar(&store, "SELECT count(*) FROM requests WHERE direction = 'inbound'").await, 1000);
+    store.close().await.expect("close");
+    env.cleanup().await;
+}
+
 async fn read_only_guard_rejects_statements(backend: Backend) {
     let env = TestEnv::new(backend).await;
     let store = Store::open(manual_flush(&env)).await.expect("open");
@@ -399,6 +442,7 @@ on_both_backends!(
     retention_drops_old_partitions,
     backpressure_returns_busy,
     time_range_pruning_skips_files,
+    request_files_are_ordered_by_direction_then_time,
     read_only_guard_rejects_statements,
     concurrent_appends_share_fsyncs,
     flusher_runs_by_rows_and_by_age,

@@ -128,8 +128,9 @@ fn main() -> anyhow::Result<()> {
     let binary_args = |binary: &Path| {
         let mut command = Command::new(binary);
         command.current_dir(&workspace).arg("analyze").arg("--data-dir").arg(&data_dir);
-        for file in CONFIG_FILES {
-            command.args(["-f", file]);
+        // The same paths the library loads, so that findings cite the same origins.
+        for file in &config_files {
+            command.arg("-f").arg(file);
         }
         command.args(["--window", &format!("{hours}h"), "-o", "json"]);
         command
@@ -245,8 +246,17 @@ fn main() -> anyhow::Result<()> {
         codes.dedup();
         println!("finding codes: {}", codes.join(" "));
         if let Some(binary) = &binary_report {
-            let same = binary["findings"] == serde_json::to_value(&report.findings)?;
+            let library = serde_json::to_value(&report.findings)?;
+            let same = binary["findings"] == library;
             println!("binary and library findings identical: {same}");
+            if !same {
+                let (ours, theirs) = (binary["findings"].as_array(), library.as_array());
+                let first = ours.zip(theirs).and_then(|(a, b)| a.iter().zip(b).find(|(x, y)| x != y));
+                match first {
+                    Some((binary, library)) => println!("first difference:\n  binary:  {binary}\n  library: {library}"),
+                    None => println!("the lists differ in length"),
+                }
+            }
         }
         if let Some(figures) = &duck_figures {
             cross_check(report, figures);

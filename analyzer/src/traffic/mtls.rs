@@ -172,13 +172,14 @@ fn pairing_sql(window: &Window) -> String {
             FROM requests WHERE {window} AND direction = 'outbound' AND destination_service IS NOT NULL
         ), server AS (
             SELECT request_id, source_namespace, source_workload, destination_service, destination_namespace,
-                   destination_workload, upstream_cluster, downstream_remote_address, mtls, status, duration_ms
+                   destination_workload, upstream_cluster, mtls, status, duration_ms,
+                   CASE WHEN source_workload IS NULL THEN regexp_replace(downstream_remote_address, ':[0-9]+$', '')
+                   END AS source_address
             FROM requests WHERE {window} AND direction = 'inbound'
         )
         SELECT COALESCE(client.source_namespace, server.source_namespace) AS source_namespace,
                COALESCE(client.source_workload, server.source_workload) AS source_workload,
-               CASE WHEN client.source_workload IS NULL AND server.source_workload IS NULL
-                    THEN regexp_replace(server.downstream_remote_address, ':[0-9]+$', '') END AS source_address,
+               CASE WHEN client.source_workload IS NULL THEN server.source_address END AS source_address,
                COALESCE(server.destination_service, client.destination_service) AS destination_service,
                COALESCE(server.destination_namespace, client.destination_namespace) AS destination_namespace,
                COALESCE(server.destination_workload, client.destination_workload) AS destination_workload,
