@@ -16,6 +16,7 @@
 //!
 //! The charts run their SQL through the same [`Sandbox`], so they obey the same scope and limits.
 
+mod cooperative;
 mod encode;
 pub(crate) mod scope;
 
@@ -257,6 +258,7 @@ pub(crate) async fn session(
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(cooperative::YieldAfterJoins))
         .with_table_functions(HashMap::new())
         .with_table_factories(HashMap::new())
         .build();
