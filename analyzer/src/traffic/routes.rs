@@ -206,14 +206,8 @@ struct ClientRow {
     last_seen: DateTime<Utc>,
 }
 
-/// Client-side requests (outbound, and NR whatever their direction), grouped by every column the route,
-/// service and call-graph figures need, down to status, response flags and duration: one scan serves
-/// them all, failures are classified from (status, flags) and latency percentiles come out of exact
-/// duration histograms.
-///
-/// Each request is attributed to its route during the scan ([`ROUTE_UDF`], the same [`Attributor`] the
-/// analysis reads), so the path is kept only where the report lists it (NR and unmatched requests): paths
-/// carry ids (`/orders/1234`), and grouping by them would make nearly every request a group of its own.
+/// Client-side requests (outbound, and NR whatever their direction) in the window, with the columns route
+/// attribution and the grouping of [`client_groups`] read.
 fn client_sql(window: &Window) -> String {
     format!(
         "SELECT reporter, direction, source_namespace, source_workload, authority, path, method, route_name,
@@ -224,7 +218,13 @@ fn client_sql(window: &Window) -> String {
     )
 }
 
-/// The grouping of [`client_sql`]'s rows, with the route attribution.
+/// [`client_sql`]'s rows grouped by every column the route, service and call-graph figures need, down to
+/// status, response flags and duration: one scan serves them all, failures are classified from (status,
+/// flags) and latency percentiles come out of exact duration histograms.
+///
+/// Each request is attributed to its route during the scan ([`ROUTE_UDF`], the same [`Attributor`] the
+/// analysis reads), so the path is kept only where the report lists it (NR and unmatched requests): paths
+/// carry ids (`/orders/1234`), and grouping by them would make nearly every request a group of its own.
 async fn client_groups(
     ctx: &SessionContext,
     mesh: &MeshConfig,

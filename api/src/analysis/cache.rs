@@ -6,10 +6,10 @@
 //! kept per window, namespace scope and configuration snapshot:
 //!
 //! - concurrent requests for the same key share one run (the first runs, the others wait for it);
-//! - a result is fresh, and served as is, while younger than [`ApiLimits::analysis_fresh_for`] and than
-//!   [`REFRESH_SPACING`] times as long as it took to compute — for "the last hour" that means up to that
-//!   much older than the request, which the response's `window` states exactly. The second bound keeps
-//!   background refreshes of a slow analysis from occupying the query threads most of the time;
+//! - a result is fresh, and served as is, while younger than the longer of [`ApiLimits::analysis_fresh_for`]
+//!   and [`REFRESH_SPACING`] times as long as it took to compute — for "the last hour" that means up to
+//!   that much older than the request, which the response's `window` states exactly. The second bound
+//!   keeps background refreshes of a slow analysis from occupying the query threads most of the time;
 //! - an older one, up to [`ApiLimits::analysis_stale_for`], is still served at once while one background
 //!   run replaces it, so a slow analysis never makes a dashboard wait twice;
 //! - anything older is recomputed before answering. Failures are never kept.
@@ -176,5 +176,21 @@ async fn refresh(state: AppState, key: Key, mesh: Arc<MeshSnapshot>) {
                 entry.refreshing.store(false, Ordering::Release);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_analyses_stay_fresh_for_a_multiple_of_their_run() {
+        let limits = ApiLimits { analysis_fresh_for: Duration::from_secs(10), ..ApiLimits::default() };
+        let quick = Entry::new(Instant::now(), None, Duration::from_millis(300));
+        assert_eq!(quick.fresh_for(&limits), Duration::from_secs(10));
+        let slow = Entry::new(Instant::now(), None, Duration::from_secs(5));
+        assert_eq!(slow.fresh_for(&limits), Duration::from_secs(5) * REFRESH_SPACING);
+        let uncached = ApiLimits { analysis_fresh_for: Duration::ZERO, ..limits };
+        assert_eq!(slow.fresh_for(&uncached), Duration::ZERO, "zero still turns the cache off");
     }
 }
