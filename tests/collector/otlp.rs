@@ -158,3 +158,39 @@ fn a_tonic_client_exports_traces_and_logs_over_grpc() {
         })]
     );
 }
+
+/// The gRPC server advertises a receive window as large as a message, so an exporter sends a whole batch
+/// without stopping at the default window (1 MiB in hyper) to wait a round trip for a window update.
+#[test]
+fn the_grpc_server_lets_an_exporter_send_a_whole_batch_at_once() {
+    let collector = Collector::start();
+    runtime().block_on(async {
+        let tcp = tokio::net::TcpStream::connect(collector.grpc).await.unwrap();
+        let (client, connection) =
+            h2::client::Builder::new().max_send_buffer_size(8 << 20).handshake::<_, bytes::Bytes>(tcp).await.unwrap();
+        tokio::spawn(connection);
+        let mut client = client.ready().await.unwrap();
+        let request = http::Request::post(format!(
+            "http://{}/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            collector.grpc
+        ))
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap();
+        let (_response, mut body) = client.send_request(request, false).unwrap();
+        let wanted = 2 << 20;
+        body.reserve_capacity(wanted);
+        // Capacity grows as the server's SETTINGS and WINDOW_UPDATE frames arrive; with the default window
+        // it would stop at 1 MiB and this would time out.
+        let granted = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                let capacity = futures::future::poll_fn(|cx| body.poll_capacity(cx)).await.unwrap().unwrap();
+                if capacity >= wanted {
+                    return capacity;
+                }
+            }
+        })
+        .await;
+        assert!(granted.is_ok(), "the server's window never reached {wanted} bytes");
+    });
+}
