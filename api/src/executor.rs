@@ -10,7 +10,6 @@
 
 use crate::error::ApiError;
 use std::future::Future;
-use std::sync::Mutex;
 use std::thread::JoinHandle;
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
@@ -25,7 +24,7 @@ pub struct Executor {
     handle: Handle,
     /// Dropping the sender ends the thread that owns the runtime; the runtime is dropped there, outside
     /// any async context.
-    shutdown: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+    shutdown: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
 impl Executor {
@@ -46,7 +45,7 @@ impl Executor {
             });
             runtime.shutdown_background();
         })?;
-        Ok(Executor { handle, shutdown: Mutex::new(Some((stop, owner))) })
+        Ok(Executor { handle, shutdown: Some((stop, owner)) })
     }
 
     /// An executor with one worker per core the process may run on.
@@ -78,8 +77,7 @@ impl Executor {
 
 impl Drop for Executor {
     fn drop(&mut self) {
-        let taken = self.shutdown.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        if let Some((stop, owner)) = taken {
+        if let Some((stop, owner)) = self.shutdown.take() {
             drop(stop);
             // The owner thread only calls `shutdown_background`, which does not wait for tasks.
             let _ = owner.join();
