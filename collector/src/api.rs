@@ -43,7 +43,7 @@ async fn metrics(State(state): State<ApiState>) -> Response {
     // The store's own gauges, so that one scrape shows whether refusals come from a full buffer.
     for (name, help, value) in [
         ("store_buffered_rows", "Rows in memory, not yet in Parquet.", stats.buffered_rows as u64),
-        ("store_reserved_rows", "Rows counted against the memory budget.", stats.reserved_rows as u64),
+        ("store_reserved_bytes", "Bytes of rows counted against the memory budget.", stats.reserved_bytes as u64),
     ] {
         text.push_str(&format!(
             "# HELP meshlens_{name} {help}\n# TYPE meshlens_{name} gauge\nmeshlens_{name} {value}\n"

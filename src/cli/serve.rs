@@ -79,6 +79,29 @@ fn retention_age(s: &str) -> Result<RetentionAge, String> {
     Ok(RetentionAge(Some(age)))
 }
 
+/// A size in bytes: a number with a binary unit, `64MiB`, `512M`, `1GiB`, `2G` (the unit is
+/// case-insensitive; `M` means MiB), at least 1 MiB.
+fn memory_size(s: &str) -> Result<usize, String> {
+    let lower = s.trim().to_ascii_lowercase();
+    let split = lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(split);
+    let shift = match unit {
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        _ => return Err(format!("expected a size such as `64MiB` or `1GiB`, found {s:?}")),
+    };
+    let bytes = number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("expected a size such as `64MiB` or `1GiB`, found {s:?}"))?;
+    if bytes < 1 << 20 {
+        return Err(format!("{s:?} is less than 1MiB"));
+    }
+    Ok(bytes)
+}
+
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Each listener takes IP:PORT, or `off` to disable it; port 0 picks a free port. The \
                         bound addresses are printed on stderr at start-up as \
@@ -117,6 +140,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "AGE", default_value = "off", value_parser = retention_age)]
     retention: RetentionAge,
 
+    /// Most telemetry held in memory before it is in Parquet, e.g. `64MiB` or `1GiB`. A flush starts when
+    /// half of it is buffered; when all of it is, receivers answer 503 / UNAVAILABLE with a retry delay
+    /// instead of growing. The process as a whole needs about twice this.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = memory_size)]
+    memory_budget: usize,
+
     /// Sustained REST API requests per second per token (per client address without auth); after a pause a
     /// client may send up to four times as many at once. Beyond: 429 with Retry-After.
     #[arg(long, value_name = "N", default_value_t = 50.0, value_parser = positive_rate)]
@@ -150,9 +179,13 @@ impl ServeArgs {
             Some(path) => MeshSettings::load(path).map_err(|e| anyhow::anyhow!("{e}"))?,
         };
         let attributor = SharedAttributor::new(attributor_for(&mesh));
-        let store = Store::open(StoreConfig { retention: self.retention.0, ..self.store.config() })
-            .await
-            .with_context(|| format!("opening the store in {}", self.store.data_dir.display()))?;
+        let store = Store::open(StoreConfig {
+            retention: self.retention.0,
+            memory_budget_bytes: self.memory_budget,
+            ..self.store.config()
+        })
+        .await
+        .with_context(|| format!("opening the store in {}", self.store.data_dir.display()))?;
         let store = Arc::new(store);
         let telemetry = Arc::new(Telemetry::default());
         let limits = ApiLimits {
@@ -269,5 +302,17 @@ mod tests {
         assert!(retention_age("two weeks").unwrap_err().contains("`14d`"));
         assert!(retention_age("").is_err());
         assert!(retention_age("-1d").is_err());
+    }
+
+    #[test]
+    fn memory_sizes_take_binary_units_and_refuse_nonsense() {
+        assert_eq!(memory_size("64MiB"), Ok(64 << 20));
+        assert_eq!(memory_size("512m"), Ok(512 << 20));
+        assert_eq!(memory_size("1GiB"), Ok(1 << 30));
+        assert_eq!(memory_size("2048K"), Ok(2 << 20));
+        assert!(memory_size("512KiB").unwrap_err().contains("less than 1MiB"));
+        for bad in ["", "64", "MiB", "64 MB", "-1G", "1.5GiB", "99999999999999999999G"] {
+            assert!(memory_size(bad).unwrap_err().contains("`64MiB`"), "{bad:?}");
+        }
     }
 }

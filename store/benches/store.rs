@@ -139,8 +139,8 @@ async fn append_through_store(dir: &Path, batches: &[RecordBatch]) -> anyhow::Re
         Ok("lz4") | Err(_) => WalCompression::Lz4,
         Ok(other) => anyhow::bail!("MESHLENS_BENCH_WAL_COMPRESSION={other}: expected none, lz4 or zstd"),
     };
-    println!("store config: defaults, memory budget 1048576 rows, WAL compression {wal_compression:?}");
-    let config = StoreConfig { memory_budget_rows: 1_048_576, wal_compression, ..StoreConfig::new(dir) };
+    println!("store config: defaults, memory budget 1 GiB, WAL compression {wal_compression:?}");
+    let config = StoreConfig { memory_budget_bytes: 1 << 30, wal_compression, ..StoreConfig::new(dir) };
     let store = Arc::new(Store::open(config).await?);
     let t = Instant::now();
     let mut tasks = Vec::new();

@@ -15,12 +15,20 @@ pub(crate) struct FlushSnapshot {
     pub batches: [Vec<RecordBatch>; 2],
     pub max_seq: u64,
     pub rows: usize,
+    /// Their [`footprint`]: what the flush releases from the memory budget.
+    pub bytes: usize,
+}
+
+/// What a batch counts against the store's memory budget: the size of its Arrow buffers.
+pub(crate) fn footprint(batch: &RecordBatch) -> usize {
+    batch.get_array_memory_size()
 }
 
 #[derive(Default)]
 pub(crate) struct Buffer {
     active: [Vec<RecordBatch>; 2],
     active_rows: usize,
+    active_bytes: usize,
     /// When the oldest active row arrived; drives the age-based flush.
     active_since: Option<Instant>,
     persisting: Option<FlushSnapshot>,
@@ -33,6 +41,7 @@ impl Buffer {
         debug_assert!(seq > self.last_seq, "WAL records reach the buffer in sequence order");
         self.last_seq = seq;
         self.active_rows += batch.num_rows();
+        self.active_bytes += footprint(&batch);
         self.active_since.get_or_insert_with(Instant::now);
         self.active[table.index()].push(batch);
     }
@@ -40,6 +49,11 @@ impl Buffer {
     /// Rows waiting for the next flush (not counting a flush in progress).
     pub(crate) fn active_rows(&self) -> usize {
         self.active_rows
+    }
+
+    /// [`footprint`] of the rows waiting for the next flush.
+    pub(crate) fn active_bytes(&self) -> usize {
+        self.active_bytes
     }
 
     /// Age of the oldest row waiting for the next flush.
@@ -63,9 +77,15 @@ impl Buffer {
             batches: std::mem::take(&mut self.active),
             max_seq: self.last_seq,
             rows: std::mem::take(&mut self.active_rows),
+            bytes: std::mem::take(&mut self.active_bytes),
         };
         self.active_since = None;
-        let copy = FlushSnapshot { batches: snapshot.batches.clone(), max_seq: snapshot.max_seq, rows: snapshot.rows };
+        let copy = FlushSnapshot {
+            batches: snapshot.batches.clone(),
+            max_seq: snapshot.max_seq,
+            rows: snapshot.rows,
+            bytes: snapshot.bytes,
+        };
         self.persisting = Some(snapshot);
         Some(copy)
     }
@@ -83,6 +103,7 @@ impl Buffer {
                 *slot = batches;
             }
             self.active_rows += p.rows;
+            self.active_bytes += p.bytes;
             self.active_since = Some(Instant::now());
         }
     }
@@ -117,6 +138,7 @@ mod tests {
         assert_eq!(buffer.total_rows(), 9);
         buffer.abort_flush();
         assert_eq!(buffer.active_rows(), 9);
+        assert_eq!(buffer.active_bytes(), [3, 2, 4].map(|n| footprint(&batch(n))).iter().sum::<usize>());
         let rows: Vec<usize> = buffer.snapshot(Table::Requests).iter().map(|b| b.num_rows()).collect();
         assert_eq!(rows, [3, 4], "aborted rows go back in front, in order");
         let snap = buffer.begin_flush().unwrap();

@@ -20,10 +20,13 @@ pub struct StoreConfig {
     /// Write buffered rows to Parquet once the oldest has waited this long, however few they are.
     /// Default 10 s.
     pub flush_interval: Duration,
-    /// Most rows kept in memory (waiting for the WAL, buffered, or being flushed). An append that would go
-    /// past it fails at once with `StoreError::Busy` instead of growing memory or waiting. Must exceed
-    /// `flush_rows`. Default 524 288 (about 400 MB of request rows).
-    pub memory_budget_rows: usize,
+    /// Most bytes of rows kept in memory (waiting for the WAL, buffered, or being flushed), counted as the
+    /// size of their Arrow arrays. An append that would go past it fails at once with `StoreError::Busy`
+    /// instead of growing memory or waiting. A flush starts once half of it is buffered, however few rows
+    /// that is, so there is always room for new rows while a flush runs. The process needs about twice
+    /// this much in all (the Parquet encoders, the receivers and the query engine come on top). Default
+    /// 64 MiB.
+    pub memory_budget_bytes: usize,
     /// Start a new WAL segment once the current one reaches this size. Segments are deleted whole after
     /// a flush covers them, so smaller segments free disk sooner. Default 64 MiB.
     pub wal_segment_bytes: u64,
@@ -49,7 +52,7 @@ impl StoreConfig {
             database_url: None,
             flush_rows: 65_536,
             flush_interval: Duration::from_secs(10),
-            memory_budget_rows: 524_288,
+            memory_budget_bytes: 64 << 20,
             wal_segment_bytes: 64 << 20,
             wal_compression: WalCompression::Lz4,
             row_group_rows: 131_072,
@@ -62,11 +65,8 @@ impl StoreConfig {
         if self.flush_rows == 0 || self.row_group_rows == 0 || self.wal_segment_bytes == 0 {
             return fail("flush_rows, row_group_rows and wal_segment_bytes must be positive".into());
         }
-        if self.memory_budget_rows <= self.flush_rows {
-            return fail(format!(
-                "memory_budget_rows ({}) must exceed flush_rows ({}), or the buffer fills before a flush starts",
-                self.memory_budget_rows, self.flush_rows
-            ));
+        if self.memory_budget_bytes == 0 {
+            return fail("memory_budget_bytes must be positive".into());
         }
         if self.flush_interval.is_zero() {
             return fail("flush_interval must be positive".into());
@@ -140,6 +140,6 @@ mod tests {
         assert_eq!(CatalogLocation::from_config(&config, dir).unwrap(), CatalogLocation::Sqlite("/x/c.db".into()));
         config.database_url = Some("mysql://h/db".into());
         assert!(CatalogLocation::from_config(&config, dir).is_err());
-        assert!(StoreConfig { memory_budget_rows: 10, flush_rows: 10, ..StoreConfig::new("/d") }.validate().is_err());
+        assert!(StoreConfig { memory_budget_bytes: 0, ..StoreConfig::new("/d") }.validate().is_err());
     }
 }

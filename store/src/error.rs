@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The in-memory budget is used up: unflushed rows plus rows waiting for the WAL would exceed
-    /// `StoreConfig::memory_budget_rows`. Nothing was written; retry after a short delay (the flusher is
-    /// draining the buffer) or shed load.
-    #[error("busy, retry later: {requested} rows would exceed the memory budget ({in_use} of {budget} rows in use)")]
+    /// `StoreConfig::memory_budget_bytes`. Nothing was written; retry after a short delay (the flusher is
+    /// draining the buffer) or shed load. All three numbers are bytes.
+    #[error(
+        "busy, retry later: {requested} bytes of rows would exceed the memory budget ({in_use} of {budget} bytes in use)"
+    )]
     Busy { requested: usize, in_use: usize, budget: usize },
 
     /// The store was opened with `Store::open_read_only`; it answers queries but takes no writes.

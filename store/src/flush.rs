@@ -14,7 +14,9 @@ use crate::error::{Result, StoreError, arrow_err, io_err};
 use crate::schema::Table;
 use crate::wal::sync_dir;
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, sort_to_indices, take_record_batch};
+use arrow::compute::{
+    SortColumn, concat, concat_batches, interleave_record_batch, lexsort_to_indices, sort_to_indices, take_record_batch,
+};
 use arrow::datatypes::TimestampMicrosecondType;
 use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
@@ -24,7 +26,6 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 pub(crate) const HOUR_MICROS: i64 = 3_600_000_000;
 /// Folder (under the data directory) of the Parquet files.
@@ -74,22 +75,39 @@ pub fn parquet_writer_properties(table: Table, row_group_rows: usize) -> Result<
         .build())
 }
 
+/// Rows per batch handed to the Parquet writer when a file's rows are reordered.
+const FILE_CHUNK_ROWS: usize = 8192;
+
 /// The rows of one file (`part`, in time order) in file order: by the table's cluster column, then by
-/// time. A table without a cluster column keeps the part as it is.
-fn cluster(table: Table, part: &[RecordBatch], time_index: usize) -> Result<Vec<RecordBatch>> {
-    let Some(column) = table.cluster_column() else { return Ok(part.to_vec()) };
-    if part.is_empty() {
-        return Ok(Vec::new());
-    }
-    let merged =
-        concat_batches(&table.schema(), part).map_err(arrow_err(format!("merging {table} rows for a file")))?;
+/// time. Only the two key columns are copied to find the order; the reordered rows are assembled a chunk
+/// at a time as the writer consumes them, so a flush never holds a second copy of its rows. A table
+/// without a cluster column keeps the part as it is.
+fn in_file_order<'a>(
+    table: Table,
+    part: &'a [RecordBatch],
+    time_index: usize,
+) -> Result<Box<dyn Iterator<Item = Result<RecordBatch>> + 'a>> {
+    let Some(column) = table.cluster_column() else { return Ok(Box::new(part.iter().cloned().map(Ok))) };
     let cluster_index = table.schema().index_of(column).map_err(arrow_err("locating the cluster column"))?;
+    let ordering = arrow_err(format!("ordering {table} rows by {column}"));
+    let key = |index: usize| {
+        let columns: Vec<&dyn Array> = part.iter().map(|b| b.column(index).as_ref()).collect();
+        concat(&columns).map_err(arrow_err(format!("ordering {table} rows by {column}")))
+    };
     let keys = [
-        SortColumn { values: Arc::clone(merged.column(cluster_index)), options: None },
-        SortColumn { values: Arc::clone(merged.column(time_index)), options: None },
+        SortColumn { values: key(cluster_index)?, options: None },
+        SortColumn { values: key(time_index)?, options: None },
     ];
-    let indices = lexsort_to_indices(&keys, None).map_err(arrow_err(format!("ordering {table} rows by {column}")))?;
-    Ok(vec![take_record_batch(&merged, &indices).map_err(arrow_err(format!("ordering {table} rows by {column}")))?])
+    let order = lexsort_to_indices(&keys, None).map_err(ordering)?;
+    // (batch, row) of each row of the concatenated keys, then in file order.
+    let positions: Vec<(usize, usize)> =
+        part.iter().enumerate().flat_map(|(b, batch)| (0..batch.num_rows()).map(move |row| (b, row))).collect();
+    let ordered: Vec<(usize, usize)> = order.values().iter().map(|&i| positions[i as usize]).collect();
+    let sources: Vec<&RecordBatch> = part.iter().collect();
+    Ok(Box::new((0..ordered.len()).step_by(FILE_CHUNK_ROWS).map(move |start| {
+        let chunk = &ordered[start..(start + FILE_CHUNK_ROWS).min(ordered.len())];
+        interleave_record_batch(&sources, chunk).map_err(arrow_err(format!("ordering {table} rows by {column}")))
+    })))
 }
 
 /// Relative path of part `part` of `table`'s rows of the hour starting at `hour`, written by flush `seq`.
@@ -152,8 +170,8 @@ pub(crate) fn write_table(
                             // The part is in time order: its first and last rows bound its time range.
                             let first = rows.first().map_or(0, |b| times(b, time_index)[0]);
                             let last = rows.last().map_or(0, |b| *times(b, time_index).last().unwrap_or(&0));
-                            let rows = cluster(table, rows, time_index)?;
-                            let size = write_file(&data_dir.join(rel), &rows, props)?;
+                            let ordered = in_file_order(table, rows, time_index)?;
+                            let size = write_file(&data_dir.join(rel), table, ordered, props)?;
                             Ok(NewFile {
                                 table,
                                 partition_hour: *hour,
@@ -251,8 +269,14 @@ fn split_rows(slices: Vec<RecordBatch>, part_rows: usize) -> Vec<Vec<RecordBatch
     parts
 }
 
-/// Writes one file atomically: temp file, fsync, rename, fsync of the directory. Returns its size.
-fn write_file(path: &Path, batches: &[RecordBatch], props: WriterProperties) -> Result<u64> {
+/// Writes one file of `table` atomically: temp file, fsync, rename, fsync of the directory. Returns its
+/// size.
+fn write_file(
+    path: &Path,
+    table: Table,
+    batches: impl Iterator<Item = Result<RecordBatch>>,
+    props: WriterProperties,
+) -> Result<u64> {
     let dir = path.parent().ok_or_else(|| StoreError::Config(format!("{} has no parent", path.display())))?;
     create_dir_durably(dir)?;
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
@@ -260,11 +284,9 @@ fn write_file(path: &Path, batches: &[RecordBatch], props: WriterProperties) -> 
     let tmp = dir.join(tmp_name);
     let file = File::create(&tmp).map_err(io_err("creating Parquet file", &tmp))?;
     let parquet_err = |cause| StoreError::Parquet { path: tmp.clone(), cause };
-    let schema =
-        batches.first().map(RecordBatch::schema).ok_or_else(|| StoreError::Config("empty Parquet file".into()))?;
-    let mut writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(parquet_err)?;
+    let mut writer = ArrowWriter::try_new(file, table.schema(), Some(props)).map_err(parquet_err)?;
     for batch in batches {
-        writer.write(batch).map_err(parquet_err)?;
+        writer.write(&batch?).map_err(parquet_err)?;
     }
     let file = writer.into_inner().map_err(parquet_err)?;
     file.sync_all().map_err(io_err("syncing Parquet file", &tmp))?;

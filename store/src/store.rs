@@ -8,7 +8,7 @@
 //! - the flusher (one tokio task) writes the buffer to Parquet when it is big or old enough and publishes
 //!   the files in the catalog together with the new WAL checkpoint.
 
-use crate::buffer::Buffer;
+use crate::buffer::{Buffer, footprint};
 use crate::catalog::{Catalog, FileEntry};
 use crate::config::{CatalogLocation, StoreConfig};
 use crate::error::{Result, StoreError, io_err};
@@ -52,8 +52,8 @@ pub struct StoreStats {
     pub parquet_files_scanned: u64,
     /// Rows in memory now (buffered or being flushed).
     pub buffered_rows: usize,
-    /// Rows counted against `memory_budget_rows` now (buffered plus waiting for the WAL).
-    pub reserved_rows: usize,
+    /// Bytes counted against `memory_budget_bytes` now (rows buffered, being flushed or waiting for the WAL).
+    pub reserved_bytes: usize,
 }
 
 #[derive(Debug, Default)]
@@ -103,7 +103,8 @@ pub(crate) struct Shared {
     /// One flush at a time.
     flush_lock: tokio::sync::Mutex<()>,
     flush_wanted: Notify,
-    reserved_rows: AtomicUsize,
+    /// Bytes counted against `memory_budget_bytes` (see [`footprint`]).
+    reserved_bytes: AtomicUsize,
     pub(crate) stats: Counters,
     /// Read-only stores answer from the snapshot taken at open: files of later flushes are ignored (their
     /// rows are already in memory from the WAL replay, or arrived after the snapshot).
@@ -122,24 +123,34 @@ impl Shared {
         self.buffer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn reserve(&self, rows: usize) -> Result<()> {
-        let budget = self.config.memory_budget_rows;
-        let mut current = self.reserved_rows.load(Ordering::Relaxed);
+    fn reserve(&self, bytes: usize) -> Result<()> {
+        let budget = self.config.memory_budget_bytes;
+        let mut current = self.reserved_bytes.load(Ordering::Relaxed);
         loop {
             // An empty store takes any single batch, so one oversized append cannot be refused forever.
-            if current > 0 && current + rows > budget {
-                return Err(StoreError::Busy { requested: rows, in_use: current, budget });
+            if current > 0 && current + bytes > budget {
+                return Err(StoreError::Busy { requested: bytes, in_use: current, budget });
             }
-            match self.reserved_rows.compare_exchange_weak(current, current + rows, Ordering::AcqRel, Ordering::Relaxed)
-            {
+            match self.reserved_bytes.compare_exchange_weak(
+                current,
+                current + bytes,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return Ok(()),
                 Err(actual) => current = actual,
             }
         }
     }
 
-    fn release(&self, rows: usize) {
-        self.reserved_rows.fetch_sub(rows, Ordering::AcqRel);
+    fn release(&self, bytes: usize) {
+        self.reserved_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Whether the active rows should be flushed now for their number or size. Half the memory budget
+    /// triggers a flush so that appends keep finding room while it runs.
+    fn flush_wanted_for_size(&self, buffer: &Buffer) -> bool {
+        buffer.active_rows() >= self.config.flush_rows || buffer.active_bytes() >= self.config.memory_budget_bytes / 2
     }
 
     /// Files overlapping `[from, to]` and a copy of the in-memory rows, taken consistently.
@@ -157,8 +168,7 @@ impl Shared {
 
     fn flush_due(&self) -> bool {
         let buffer = self.buffer();
-        buffer.active_rows() >= self.config.flush_rows
-            || buffer.active_age().is_some_and(|age| age >= self.config.flush_interval)
+        self.flush_wanted_for_size(&buffer) || buffer.active_age().is_some_and(|age| age >= self.config.flush_interval)
     }
 
     /// Writes everything buffered to Parquet and publishes it. See the module docs of `flush` and
@@ -216,7 +226,7 @@ impl Shared {
             }
             self.buffer().finish_flush();
         }
-        self.release(snapshot.rows);
+        self.release(snapshot.bytes);
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
         self.stats.rows_flushed.fetch_add(snapshot.rows as u64, Ordering::Relaxed);
         self.stats.files_written.fetch_add(files.len() as u64, Ordering::Relaxed);
@@ -342,7 +352,7 @@ impl Store {
             commit_lock: tokio::sync::RwLock::new(()),
             flush_lock: tokio::sync::Mutex::new(()),
             flush_wanted: Notify::new(),
-            reserved_rows: AtomicUsize::new(report.rows_replayed as usize),
+            reserved_bytes: AtomicUsize::new(records.iter().map(|r| footprint(&r.batch)).sum()),
             stats: Counters::default(),
             snapshot_seq: None,
         });
@@ -428,7 +438,7 @@ impl Store {
             commit_lock: tokio::sync::RwLock::new(()),
             flush_lock: tokio::sync::Mutex::new(()),
             flush_wanted: Notify::new(),
-            reserved_rows: AtomicUsize::new(0),
+            reserved_bytes: AtomicUsize::new(0),
             stats: Counters::default(),
             snapshot_seq: Some(checkpoint),
         });
@@ -454,10 +464,9 @@ impl Store {
         if records.is_empty() {
             return Ok(());
         }
-        self.shared.reserve(records.len())?;
-        let batch = schema::requests_to_batch(&records);
+        let batch = schema::requests_to_batch(&records)?;
         drop(records);
-        self.append_reserved(Table::Requests, batch).await
+        self.append_batch_of(Table::Requests, batch).await
     }
 
     /// Appends span records; same guarantees as [`Store::append_requests`].
@@ -465,10 +474,9 @@ impl Store {
         if records.is_empty() {
             return Ok(());
         }
-        self.shared.reserve(records.len())?;
-        let batch = schema::spans_to_batch(&records);
+        let batch = schema::spans_to_batch(&records)?;
         drop(records);
-        self.append_reserved(Table::Spans, batch).await
+        self.append_batch_of(Table::Spans, batch).await
     }
 
     /// Appends a batch that already has the table's schema ([`Table::schema`]), e.g. one a receiver built
@@ -478,45 +486,37 @@ impl Store {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        self.shared.reserve(batch.num_rows())?;
         // The stored schema is the table's, not the caller's (field metadata may differ).
         let batch = RecordBatch::try_new(table.schema(), batch.columns().to_vec())
-            .map_err(crate::error::arrow_err(format!("re-labelling a {table} batch")));
-        self.append_reserved(table, batch).await
+            .map_err(crate::error::arrow_err(format!("re-labelling a {table} batch")))?;
+        self.append_batch_of(table, batch).await
     }
 
-    /// Second half of an append, after the rows were reserved: from here on exactly one party releases
-    /// them (this function on failure before the hand-off, the writer on a failed write, the flusher
-    /// after the rows are in Parquet).
-    async fn append_reserved(&self, table: Table, batch: Result<RecordBatch>) -> Result<()> {
-        let rows = match &batch {
-            Ok(b) => b.num_rows(),
-            Err(_) => 0,
-        };
-        let prepared = batch.and_then(|batch| {
-            wal::encode_payload(&batch, self.shared.config.wal_compression).map(|payload| (batch, payload))
-        });
-        let (batch, payload) = match prepared {
-            Ok(p) => p,
+    /// Reserves the batch's [`footprint`] and hands it to the WAL writer. From the reservation on exactly
+    /// one party releases it: this function on failure before the hand-off, the writer on a failed write,
+    /// the flusher after the rows are in Parquet.
+    async fn append_batch_of(&self, table: Table, batch: RecordBatch) -> Result<()> {
+        let Some(tx) = &self.wal_tx else { return Err(StoreError::ReadOnly) };
+        let rows = batch.num_rows();
+        let bytes = footprint(&batch);
+        self.shared.reserve(bytes)?;
+        let payload = match wal::encode_payload(&batch, self.shared.config.wal_compression) {
+            Ok(payload) => payload,
             Err(e) => {
-                self.shared.release(rows);
+                self.shared.release(bytes);
                 return Err(e);
             }
         };
         if payload.len() > wal::MAX_PAYLOAD_BYTES {
-            self.shared.release(rows);
+            self.shared.release(bytes);
             return Err(StoreError::WalWrite(format!(
                 "a batch of {rows} rows encodes to {} bytes, more than one WAL record holds; append it in parts",
                 payload.len()
             )));
         }
-        let Some(tx) = &self.wal_tx else {
-            self.shared.release(rows);
-            return Err(StoreError::ReadOnly);
-        };
         let (reply, ack) = oneshot::channel();
         if tx.send(WalCommand::Append(AppendRequest { table, batch, payload, reply })).is_err() {
-            self.shared.release(rows);
+            self.shared.release(bytes);
             return Err(StoreError::Closed);
         }
         ack.await.map_err(|_| StoreError::Closed)?
@@ -572,7 +572,7 @@ impl Store {
             parquet_files_written: c.files_written.load(Ordering::Relaxed),
             parquet_files_scanned: c.parquet_files_scanned.load(Ordering::Relaxed),
             buffered_rows: self.shared.buffer().total_rows(),
-            reserved_rows: self.shared.reserved_rows.load(Ordering::Relaxed),
+            reserved_bytes: self.shared.reserved_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -704,7 +704,7 @@ fn wal_writer(
                         buffer.insert(request.table, first_seq + i as u64, request.batch);
                         replies.push(request.reply);
                     }
-                    buffer.active_rows() >= shared.config.flush_rows
+                    shared.flush_wanted_for_size(&buffer)
                 };
                 if flush_due {
                     shared.flush_wanted.notify_one();
@@ -718,7 +718,7 @@ fn wal_writer(
                 tracing::error!(error = %e, records = group.len(), "WAL write failed; appends rejected");
                 let detail = e.to_string();
                 for request in group.drain(..) {
-                    shared.release(request.batch.num_rows());
+                    shared.release(footprint(&request.batch));
                     let _ = request.reply.send(Err(StoreError::WalWrite(detail.clone())));
                 }
             }

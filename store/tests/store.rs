@@ -21,7 +21,7 @@ fn hour_start(t: DateTime<Utc>) -> DateTime<Utc> {
 fn manual_flush(env: &TestEnv) -> StoreConfig {
     StoreConfig {
         flush_rows: 1_000_000,
-        memory_budget_rows: 2_000_000,
+        memory_budget_bytes: 4 << 30,
         flush_interval: Duration::from_secs(3600),
         ..env.config()
     }
@@ -139,26 +139,38 @@ async fn retention_drops_old_partitions(backend: Backend) {
     env.cleanup().await;
 }
 
+/// The Arrow size of `records`: what an append of them counts against the memory budget.
+fn footprint(records: &[meshlens_model::record::RequestRecord]) -> usize {
+    meshlens_store::schema::requests_to_batch(records).expect("batch").get_array_memory_size()
+}
+
 async fn backpressure_returns_busy(backend: Backend) {
     let env = TestEnv::new(backend).await;
+    let mut generator = RequestGenerator::new(6, start_time(), 100);
+    let (first, second) = (generator.batch(6000), generator.batch(8000));
+    let (first_bytes, second_bytes) = (footprint(&first), footprint(&second));
+    // The first batch stays below half the budget, so no flush starts by size; both together exceed it.
+    let budget = 2 * first_bytes + 2;
+    assert!(first_bytes + second_bytes > budget);
     let config = StoreConfig {
-        flush_rows: 10_000,
-        memory_budget_rows: 10_001,
+        flush_rows: 1_000_000,
+        memory_budget_bytes: budget,
         flush_interval: Duration::from_secs(3600),
         ..env.config()
     };
     let store = Store::open(config).await.expect("open");
-    let mut generator = RequestGenerator::new(6, start_time(), 100);
-    store.append_requests(generator.batch(6000)).await.expect("within budget");
-    let err = store.append_requests(generator.batch(5000)).await.expect_err("over budget");
-    assert!(matches!(err, StoreError::Busy { requested: 5000, in_use: 6000, budget: 10_001 }), "{err:?}");
+    store.append_requests(first).await.expect("within budget");
+    assert_eq!(store.stats().reserved_bytes, first_bytes);
+    let err = store.append_requests(second.clone()).await.expect_err("over budget");
+    let StoreError::Busy { requested, in_use, budget: reported } = err else { panic!("{err:?}") };
+    assert_eq!((requested, in_use, reported), (second_bytes, first_bytes, budget));
     assert!(err.to_string().starts_with("busy, retry later"), "{err}");
     assert!(err.is_retryable());
     assert_eq!(scalar(&store, "SELECT count(*) FROM requests").await, 6000, "the refused batch was not stored");
     store.flush().await.expect("flush frees the budget");
-    assert_eq!(store.stats().reserved_rows, 0);
-    store.append_requests(generator.batch(5000)).await.expect("fits after the flush");
-    assert_eq!(scalar(&store, "SELECT count(*) FROM requests").await, 11_000);
+    assert_eq!(store.stats().reserved_bytes, 0);
+    store.append_requests(second).await.expect("fits after the flush");
+    assert_eq!(scalar(&store, "SELECT count(*) FROM requests").await, 14_000);
     store.close().await.expect("close");
     env.cleanup().await;
 }
@@ -216,14 +228,18 @@ async fn request_files_are_ordered_by_direction_then_time(backend: Backend) {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let env = TestEnv::new(backend).await;
     let store = Store::open(manual_flush(&env)).await.expect("open");
-    let mut records = RequestGenerator::new(3, start_time(), 100).batch(3000);
+    // Several appends and more rows than the writer takes at once, so rows of different batches and chunks
+    // interleave in the file.
+    let mut records = RequestGenerator::new(3, start_time(), 100).batch(30_000);
     for (i, record) in records.iter_mut().enumerate() {
         if i % 3 == 0 {
             record.direction = Direction::Inbound;
         }
     }
     let (first, last) = (records[0].timestamp, records[records.len() - 1].timestamp);
-    store.append_requests(records).await.expect("append");
+    for chunk in records.chunks(7000) {
+        store.append_requests(chunk.to_vec()).await.expect("append");
+    }
     store.flush().await.expect("flush");
     let files = store.catalog().files(Table::Requests, None, None, None).await.expect("catalog");
     assert_eq!(files.len(), 1);
@@ -244,10 +260,11 @@ async fn request_files_are_ordered_by_direction_then_time(backend: Backend) {
         let time = time.as_any().downcast_ref::<arrow::array::TimestampMicrosecondArray>().expect("timestamps");
         rows.extend((0..batch.num_rows()).map(|i| (direction.value(i).to_owned(), time.value(i))));
     }
-    assert_eq!(rows.len(), 3000);
-    assert_eq!(rows.iter().filter(|(d, _)| d == "inbound").count(), 1000);
+    assert_eq!(rows.len(), 30_000);
+    assert_eq!(rows.iter().filter(|(d, _)| d == "inbound").count(), 10_000);
     assert!(rows.windows(2).all(|w| w[0] <= w[1]), "ordered by (direction, timestamp)");
-    assert_eq!(scalar(&store, "SELECT count(*) FROM requests WHERE direction = 'inbound'").await, 1000);
+    assert_eq!(scalar(&store, "SELECT count(*) FROM requests WHERE direction = 'inbound'").await, 10_000);
+    assert_eq!(scalar(&store, "SELECT count(DISTINCT request_id) FROM requests").await, 30_000, "each row once");
     store.close().await.expect("close");
     env.cleanup().await;
 }
@@ -301,22 +318,30 @@ async fn concurrent_appends_share_fsyncs(backend: Backend) {
     env.cleanup().await;
 }
 
-async fn flusher_runs_by_rows_and_by_age(backend: Backend) {
+async fn flusher_runs_by_rows_by_size_and_by_age(backend: Backend) {
     let env = TestEnv::new(backend).await;
+    let mut generator = RequestGenerator::new(8, start_time(), 100);
+    let (by_rows, by_size, by_age) = (generator.batch(1500), generator.batch(500), generator.batch(10));
     let config = StoreConfig {
         flush_rows: 1000,
-        memory_budget_rows: 100_000,
-        flush_interval: Duration::from_millis(300),
+        // Half the budget is a little less than the second batch: it is flushed for its size alone.
+        memory_budget_bytes: 2 * footprint(&by_size) - 2,
+        flush_interval: Duration::from_secs(3600),
         ..env.config()
     };
-    let store = Store::open(config).await.expect("open");
-    let mut generator = RequestGenerator::new(8, start_time(), 100);
-    store.append_requests(generator.batch(1500)).await.expect("append");
-    wait_for(|| store.stats().flushes >= 1, "a flush by rows").await;
-    store.append_requests(generator.batch(10)).await.expect("append");
-    wait_for(|| store.stats().rows_flushed == 1510, "a flush by age").await;
+    let store = Store::open(config.clone()).await.expect("open");
+    store.append_requests(by_rows).await.expect("append");
+    wait_for(|| store.stats().rows_flushed == 1500, "a flush by rows").await;
+    store.append_requests(by_size).await.expect("append");
+    wait_for(|| store.stats().rows_flushed == 2000, "a flush by size").await;
+    store.close().await.expect("close");
+
+    let store =
+        Store::open(StoreConfig { flush_interval: Duration::from_millis(300), ..config }).await.expect("reopen");
+    store.append_requests(by_age).await.expect("append");
+    wait_for(|| store.stats().rows_flushed == 10, "a flush by age").await;
     assert_eq!(store.stats().buffered_rows, 0);
-    assert_eq!(scalar(&store, "SELECT count(*) FROM requests").await, 1510);
+    assert_eq!(scalar(&store, "SELECT count(*) FROM requests").await, 2010);
     store.close().await.expect("close");
     env.cleanup().await;
 }
@@ -445,7 +470,7 @@ on_both_backends!(
     request_files_are_ordered_by_direction_then_time,
     read_only_guard_rejects_statements,
     concurrent_appends_share_fsyncs,
-    flusher_runs_by_rows_and_by_age,
+    flusher_runs_by_rows_by_size_and_by_age,
     torn_tail_is_truncated,
     corrupt_middle_record_is_quarantined,
     read_only_store_works_next_to_a_writer,

@@ -360,7 +360,7 @@ async fn ensure_data(dir: &Path, rows: usize) -> anyhow::Result<DataInfo> {
     let start = Utc::now() - span - chrono::Duration::minutes(5);
     let rate = rows as f64 / RECORDS_PER_USER_REQUEST / span.num_seconds() as f64;
     let mut traffic = bookinfo::BookinfoTraffic::new(42, start, rate);
-    let config = StoreConfig { memory_budget_rows: 1_048_576, ..StoreConfig::new(dir) };
+    let config = StoreConfig { memory_budget_bytes: 1 << 30, ..StoreConfig::new(dir) };
     let store = Arc::new(Store::open(config).await?);
     let mut written = 0;
     let mut first = None;

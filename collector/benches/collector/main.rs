@@ -112,8 +112,8 @@ fn main() -> anyhow::Result<()> {
         settings.lines, settings.spans, settings.batch, settings.senders
     );
     println!("collector: {} (work dir {})", settings.bin.display(), work.path().display());
-    let budget = settings.store_config(work.path()).memory_budget_rows;
-    println!("store: defaults of `meshlens serve` (memory budget {budget} rows), also for the in-process baseline");
+    let budget = settings.store_config(work.path()).memory_budget_bytes >> 20;
+    println!("store: defaults of `meshlens serve` (memory budget {budget} MiB), also for the in-process baseline");
 
     let t = Instant::now();
     let log_bodies = data::access_log_bodies(settings.lines, settings.batch);

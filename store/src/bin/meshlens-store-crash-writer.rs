@@ -32,7 +32,6 @@ async fn main() {
         // Small flushes and segments, so kills land in flushes, segment rolls and WAL deletion too.
         flush_rows: 2_000,
         flush_interval: Duration::from_millis(100),
-        memory_budget_rows: 50_000,
         wal_segment_bytes: 256 << 10,
         ..StoreConfig::new(&args[0])
     };
