@@ -358,23 +358,9 @@ impl PendingLog {
             }
             _ => (config.me.workload.clone(), config.me.namespace.clone(), config.me.principal.clone()),
         };
-        let record = RequestRecord {
-            timestamp: chrono::Utc::now(),
-            method: Some(request.method().to_string()),
-            path: request.uri().path_and_query().map(|p| p.to_string()),
-            protocol: Some(format!("{:?}", request.version())),
-            authority: request.uri().authority().map(|a| a.to_string()).or_else(|| header("host")),
-            request_id: header("x-request-id"),
-            trace_id: trace.map(|t| format!("{:032x}", t.trace_id)),
-            span_id: trace.map(|t| format!("{:016x}", t.span_id)),
-            user_agent: header("user-agent"),
-            x_forwarded_for: header("x-forwarded-for"),
+        let mut record = RequestRecord {
             reporter: side.reporter(),
             direction: if side == Side::Inbound { Direction::Inbound } else { Direction::Outbound },
-            downstream_local_address: conn.map(|c| c.local.to_string()),
-            downstream_remote_address: conn.map(|c| c.remote.to_string()),
-            requested_server_name: conn.and_then(|c| c.sni.clone()),
-            tls_version: conn.and_then(|c| c.tls_version.clone()),
             source_workload,
             source_namespace,
             source_principal,
@@ -386,6 +372,24 @@ impl PendingLog {
             source_format: SourceFormat::MeshlensJson,
             ..Default::default()
         };
+        // Metrics need only the fields above and the outcome; the rest costs a dozen allocations per
+        // request, so it is filled in only when a log or an OTLP exporter will read it.
+        if config.telemetry.records_wanted() {
+            record.timestamp = chrono::Utc::now();
+            record.method = Some(request.method().to_string());
+            record.path = request.uri().path_and_query().map(|p| p.to_string());
+            record.protocol = Some(format!("{:?}", request.version()));
+            record.authority = request.uri().authority().map(|a| a.to_string()).or_else(|| header("host"));
+            record.request_id = header("x-request-id");
+            record.trace_id = trace.map(|t| format!("{:032x}", t.trace_id));
+            record.span_id = trace.map(|t| format!("{:016x}", t.span_id));
+            record.user_agent = header("user-agent");
+            record.x_forwarded_for = header("x-forwarded-for");
+            record.downstream_local_address = conn.map(|c| c.local.to_string());
+            record.downstream_remote_address = conn.map(|c| c.remote.to_string());
+            record.requested_server_name = conn.and_then(|c| c.sni.clone());
+            record.tls_version = conn.and_then(|c| c.tls_version.clone());
+        }
         PendingLog { record, info, started, trace, telemetry: config.telemetry.clone() }
     }
 

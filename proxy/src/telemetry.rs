@@ -116,10 +116,15 @@ impl Telemetry {
         self.otlp.as_ref()
     }
 
+    /// Whether anything reads more of a request's record than the metrics do: the access log or OTLP.
+    pub fn records_wanted(&self) -> bool {
+        self.tx.is_some() || self.otlp.is_some()
+    }
+
     /// Records a finished request: metrics now, the log line and the OTLP record via their queues.
     pub fn emit(&self, entry: LogEntry) {
         self.metrics.observe(&entry.record);
-        if self.tx.is_none() && self.otlp.is_none() {
+        if !self.records_wanted() {
             return;
         }
         let entry = Arc::new(entry);

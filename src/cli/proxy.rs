@@ -172,9 +172,16 @@ impl CommonArgs {
 
 impl ProxyCommand {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        // The binary's main is synchronous; the proxy gets its own runtime.
-        let runtime =
-            tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+        // The binary's main is synchronous; the proxy gets its own runtime: one worker per core it may run
+        // on, and on a single core (a proxy pinned like Envoy with --concurrency 1) the current-thread
+        // scheduler, which skips the work-stealing machinery a lone worker has no use for.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut builder = if cores == 1 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+        };
+        let runtime = builder.enable_all().build().context("starting the runtime")?;
         runtime.block_on(async move {
             let running = match self {
                 ProxyCommand::Ingress(args) => {

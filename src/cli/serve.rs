@@ -141,8 +141,9 @@ pub struct ServeArgs {
     retention: RetentionAge,
 
     /// Most telemetry held in memory before it is in Parquet, e.g. `64MiB` or `1GiB`. A flush starts when
-    /// half of it is buffered; when all of it is, receivers answer 503 / UNAVAILABLE with a retry delay
-    /// instead of growing. The process as a whole needs about twice this.
+    /// half of it is buffered; when all of it is, new data waits up to 2 s for a flush to make room, then
+    /// receivers answer 503 / UNAVAILABLE with a retry delay instead of growing. The process as a whole
+    /// needs about twice this.
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = memory_size)]
     memory_budget: usize,
 

@@ -21,12 +21,15 @@ pub struct StoreConfig {
     /// Default 10 s.
     pub flush_interval: Duration,
     /// Most bytes of rows kept in memory (waiting for the WAL, buffered, or being flushed), counted as the
-    /// size of their Arrow arrays. An append that would go past it fails at once with `StoreError::Busy`
-    /// instead of growing memory or waiting. A flush starts once half of it is buffered, however few rows
-    /// that is, so there is always room for new rows while a flush runs. The process needs about twice
-    /// this much in all (the Parquet encoders, the receivers and the query engine come on top). Default
-    /// 64 MiB.
+    /// size of their Arrow arrays. An append that would go past it waits for a flush to make room (see
+    /// `busy_wait`). A flush starts once half of it is buffered, however few rows that is, so that appends
+    /// find room again as soon as that flush ends. The process needs about twice this much in all (the
+    /// Parquet encoders, the receivers and the query engine come on top). Default 64 MiB.
     pub memory_budget_bytes: usize,
+    /// How long an append waits for room in the memory budget before it fails with `StoreError::Busy`.
+    /// Waiting holds the append's rows (and the sender's request) in memory meanwhile; zero fails at once.
+    /// Default 2 s, several times what a flush of half the default budget takes.
+    pub busy_wait: Duration,
     /// Start a new WAL segment once the current one reaches this size. Segments are deleted whole after
     /// a flush covers them, so smaller segments free disk sooner. Default 64 MiB.
     pub wal_segment_bytes: u64,
@@ -53,6 +56,7 @@ impl StoreConfig {
             flush_rows: 65_536,
             flush_interval: Duration::from_secs(10),
             memory_budget_bytes: 64 << 20,
+            busy_wait: Duration::from_secs(2),
             wal_segment_bytes: 64 << 20,
             wal_compression: WalCompression::Lz4,
             row_group_rows: 131_072,

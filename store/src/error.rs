@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The in-memory budget is used up: unflushed rows plus rows waiting for the WAL would exceed
-    /// `StoreConfig::memory_budget_bytes`. Nothing was written; retry after a short delay (the flusher is
-    /// draining the buffer) or shed load. All three numbers are bytes.
+    /// `StoreConfig::memory_budget_bytes`, and no flush made room within `StoreConfig::busy_wait`. Nothing
+    /// was written; retry after a short delay or shed load. All three numbers are bytes.
     #[error(
         "busy, retry later: {requested} bytes of rows would exceed the memory budget ({in_use} of {budget} bytes in use)"
     )]

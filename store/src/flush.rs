@@ -13,10 +13,8 @@ use crate::catalog::NewFile;
 use crate::error::{Result, StoreError, arrow_err, io_err};
 use crate::schema::Table;
 use crate::wal::sync_dir;
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::{
-    SortColumn, concat, concat_batches, interleave_record_batch, lexsort_to_indices, sort_to_indices, take_record_batch,
-};
+use arrow::array::{Array, AsArray, Int64Array, RecordBatch};
+use arrow::compute::{SortColumn, interleave, interleave_record_batch, lexsort_to_indices};
 use arrow::datatypes::TimestampMicrosecondType;
 use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
@@ -26,6 +24,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub(crate) const HOUR_MICROS: i64 = 3_600_000_000;
 /// Folder (under the data directory) of the Parquet files.
@@ -75,39 +74,60 @@ pub fn parquet_writer_properties(table: Table, row_group_rows: usize) -> Result<
         .build())
 }
 
-/// Rows per batch handed to the Parquet writer when a file's rows are reordered.
+/// Rows per batch handed to the Parquet writer.
 const FILE_CHUNK_ROWS: usize = 8192;
 
+/// One buffered row: its time, and where it is (batch index, row index) among the flush's batches.
+/// A flush orders and cuts these instead of the rows themselves, so that it never holds a second copy of
+/// its rows: each file's rows are assembled a chunk at a time as its writer consumes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RowRef {
+    time: i64,
+    batch: usize,
+    row: usize,
+}
+
+/// Every row of `batches`, in time order. Telemetry batches are mostly sorted runs, which the stable
+/// merge sort takes in about linear time.
+fn time_order(batches: &[RecordBatch], time_index: usize) -> Vec<RowRef> {
+    let mut rows: Vec<RowRef> = batches
+        .iter()
+        .enumerate()
+        .flat_map(|(batch, b)| {
+            times(b, time_index).iter().enumerate().map(move |(row, &time)| RowRef { time, batch, row })
+        })
+        .collect();
+    rows.sort_by_key(|r| r.time);
+    rows
+}
+
+/// Cuts time-ordered rows at hour boundaries: `(hour start, rows)` per hour.
+fn split_by_hour(ordered: &[RowRef]) -> Vec<(i64, &[RowRef])> {
+    let mut hours = Vec::new();
+    let mut rest = ordered;
+    while let Some(first) = rest.first() {
+        let hour = first.time.div_euclid(HOUR_MICROS) * HOUR_MICROS;
+        let (this, later) = rest.split_at(rest.partition_point(|r| r.time < hour + HOUR_MICROS));
+        hours.push((hour, this));
+        rest = later;
+    }
+    hours
+}
+
 /// The rows of one file (`part`, in time order) in file order: by the table's cluster column, then by
-/// time. Only the two key columns are copied to find the order; the reordered rows are assembled a chunk
-/// at a time as the writer consumes them, so a flush never holds a second copy of its rows. A table
-/// without a cluster column keeps the part as it is.
-fn in_file_order<'a>(
-    table: Table,
-    part: &'a [RecordBatch],
-    time_index: usize,
-) -> Result<Box<dyn Iterator<Item = Result<RecordBatch>> + 'a>> {
-    let Some(column) = table.cluster_column() else { return Ok(Box::new(part.iter().cloned().map(Ok))) };
+/// time; a table without a cluster column keeps time order. Only the two key columns are gathered.
+fn in_file_order(table: Table, batches: &[RecordBatch], part: &[RowRef]) -> Result<Vec<(usize, usize)>> {
+    let positions: Vec<(usize, usize)> = part.iter().map(|r| (r.batch, r.row)).collect();
+    let Some(column) = table.cluster_column() else { return Ok(positions) };
+    let ordering = || arrow_err(format!("ordering {table} rows by {column}"));
     let cluster_index = table.schema().index_of(column).map_err(arrow_err("locating the cluster column"))?;
-    let ordering = arrow_err(format!("ordering {table} rows by {column}"));
-    let key = |index: usize| {
-        let columns: Vec<&dyn Array> = part.iter().map(|b| b.column(index).as_ref()).collect();
-        concat(&columns).map_err(arrow_err(format!("ordering {table} rows by {column}")))
-    };
+    let clusters: Vec<&dyn Array> = batches.iter().map(|b| b.column(cluster_index).as_ref()).collect();
     let keys = [
-        SortColumn { values: key(cluster_index)?, options: None },
-        SortColumn { values: key(time_index)?, options: None },
+        SortColumn { values: interleave(&clusters, &positions).map_err(ordering())?, options: None },
+        SortColumn { values: Arc::new(Int64Array::from_iter_values(part.iter().map(|r| r.time))), options: None },
     ];
-    let order = lexsort_to_indices(&keys, None).map_err(ordering)?;
-    // (batch, row) of each row of the concatenated keys, then in file order.
-    let positions: Vec<(usize, usize)> =
-        part.iter().enumerate().flat_map(|(b, batch)| (0..batch.num_rows()).map(move |row| (b, row))).collect();
-    let ordered: Vec<(usize, usize)> = order.values().iter().map(|&i| positions[i as usize]).collect();
-    let sources: Vec<&RecordBatch> = part.iter().collect();
-    Ok(Box::new((0..ordered.len()).step_by(FILE_CHUNK_ROWS).map(move |start| {
-        let chunk = &ordered[start..(start + FILE_CHUNK_ROWS).min(ordered.len())];
-        interleave_record_batch(&sources, chunk).map_err(arrow_err(format!("ordering {table} rows by {column}")))
-    })))
+    let order = lexsort_to_indices(&keys, None).map_err(ordering())?;
+    Ok(order.values().iter().map(|&i| positions[i as usize]).collect())
 }
 
 /// Relative path of part `part` of `table`'s rows of the hour starting at `hour`, written by flush `seq`.
@@ -133,30 +153,22 @@ pub(crate) fn write_table(
     row_group_rows: usize,
 ) -> Result<Vec<NewFile>> {
     let time_index = table.schema().index_of(table.time_column()).map_err(arrow_err("locating the time column"))?;
-    let ordered = order_by_time(table, batches, time_index)?;
+    let ordered = time_order(batches, time_index);
     if ordered.is_empty() {
         return Ok(Vec::new());
     }
     let props = parquet_writer_properties(table, row_group_rows)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
 
-    // (hour, rows of the part) for every file to write, in time order.
-    let mut parts: Vec<(i64, Vec<RecordBatch>)> = Vec::new();
-    for (hour, slices) in split_by_hour(&ordered, time_index) {
-        let rows: usize = slices.iter().map(RecordBatch::num_rows).sum();
+    // (file path, hour, rows of the part in time order) for every file to write.
+    let mut jobs: Vec<(String, i64, &[RowRef])> = Vec::new();
+    for (hour, rows) in split_by_hour(&ordered) {
         // Each part gets at least one full row group, so splitting never shrinks row groups.
-        let count = (rows / row_group_rows).clamp(1, threads);
-        parts.extend(split_rows(slices, rows.div_ceil(count)).into_iter().map(|p| (hour, p)));
+        let count = (rows.len() / row_group_rows).clamp(1, threads);
+        for (part, rows) in rows.chunks(rows.len().div_ceil(count)).enumerate() {
+            jobs.push((file_path(table, hour, seq, part)?, hour, rows));
+        }
     }
-    let mut numbering: Vec<(i64, usize)> = Vec::new();
-    let jobs: Vec<(String, i64, Vec<RecordBatch>)> = parts
-        .into_iter()
-        .map(|(hour, rows)| {
-            let part = numbering.iter().filter(|(h, _)| *h == hour).count();
-            numbering.push((hour, part));
-            file_path(table, hour, seq, part).map(|rel| (rel, hour, rows))
-        })
-        .collect::<Result<_>>()?;
 
     let results: Vec<Result<NewFile>> =
         std::thread::scope(|scope| {
@@ -164,22 +176,25 @@ pub(crate) fn write_table(
             for chunk in jobs.chunks(threads) {
                 let handles: Vec<_> = chunk
                     .iter()
-                    .map(|(rel, hour, rows)| {
+                    .map(|&(ref rel, hour, rows)| {
                         let props = props.clone();
                         scope.spawn(move || {
-                            // The part is in time order: its first and last rows bound its time range.
-                            let first = rows.first().map_or(0, |b| times(b, time_index)[0]);
-                            let last = rows.last().map_or(0, |b| *times(b, time_index).last().unwrap_or(&0));
-                            let ordered = in_file_order(table, rows, time_index)?;
-                            let size = write_file(&data_dir.join(rel), table, ordered, props)?;
+                            let order = in_file_order(table, batches, rows)?;
+                            let sources: Vec<&RecordBatch> = batches.iter().collect();
+                            let chunks = order.chunks(FILE_CHUNK_ROWS).map(|chunk| {
+                                interleave_record_batch(&sources, chunk)
+                                    .map_err(arrow_err(format!("assembling {table} rows for a file")))
+                            });
+                            let size = write_file(&data_dir.join(rel), table, chunks, props)?;
                             Ok(NewFile {
                                 table,
-                                partition_hour: *hour,
+                                partition_hour: hour,
                                 path: rel.clone(),
-                                row_count: rows.iter().map(RecordBatch::num_rows).sum::<usize>() as i64,
+                                row_count: rows.len() as i64,
                                 size_bytes: size as i64,
-                                min_time: first,
-                                max_time: last,
+                                // The part is in time order: its first and last rows bound its time range.
+                                min_time: rows.first().map_or(0, |r| r.time),
+                                max_time: rows.last().map_or(0, |r| r.time),
                             })
                         })
                     })
@@ -199,74 +214,6 @@ pub(crate) fn write_table(
         return Err(e);
     }
     Ok(written)
-}
-
-/// The rows of `batches` as a list of batches in time order: each batch sorted, each starting at or
-/// after the end of the previous one. Telemetry batches usually are sorted and cover consecutive time
-/// ranges, possibly interleaved by concurrent appenders; then reordering whole batches is enough and no
-/// row is copied. Otherwise everything is merged and sorted.
-fn order_by_time(table: Table, batches: &[RecordBatch], time_index: usize) -> Result<Vec<RecordBatch>> {
-    let mut nonempty: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
-    let sorted_inside = nonempty.iter().all(|b| {
-        let column = b.column(time_index);
-        column.null_count() == 0 && times(b, time_index).windows(2).all(|w| w[0] <= w[1])
-    });
-    if sorted_inside {
-        nonempty.sort_by_key(|b| times(b, time_index)[0]);
-        let disjoint = nonempty.windows(2).all(|w| times(w[0], time_index).last() <= times(w[1], time_index).first());
-        if disjoint {
-            return Ok(nonempty.into_iter().cloned().collect());
-        }
-    }
-    if nonempty.is_empty() {
-        return Ok(Vec::new());
-    }
-    let schema = table.schema();
-    let merged = concat_batches(&schema, nonempty).map_err(arrow_err(format!("merging {table} rows for a flush")))?;
-    let indices = sort_to_indices(merged.column(time_index), None, None).map_err(arrow_err("sorting rows by time"))?;
-    Ok(vec![take_record_batch(&merged, &indices).map_err(arrow_err("sorting rows by time"))?])
-}
-
-/// Cuts time-ordered batches at hour boundaries (zero-copy slices): `(hour start, slices)` per hour.
-fn split_by_hour(ordered: &[RecordBatch], time_index: usize) -> Vec<(i64, Vec<RecordBatch>)> {
-    let mut hours: Vec<(i64, Vec<RecordBatch>)> = Vec::new();
-    for batch in ordered {
-        let values = times(batch, time_index);
-        let mut start = 0;
-        while start < values.len() {
-            let hour = values[start].div_euclid(HOUR_MICROS) * HOUR_MICROS;
-            let len = values[start..].partition_point(|&t| t < hour + HOUR_MICROS);
-            let slice = batch.slice(start, len);
-            match hours.last_mut() {
-                Some((h, slices)) if *h == hour => slices.push(slice),
-                _ => hours.push((hour, vec![slice])),
-            }
-            start += len;
-        }
-    }
-    hours
-}
-
-/// Regroups consecutive slices into parts of about `part_rows` rows (slicing batches where needed).
-fn split_rows(slices: Vec<RecordBatch>, part_rows: usize) -> Vec<Vec<RecordBatch>> {
-    let mut parts = vec![Vec::new()];
-    let mut filled = 0;
-    for batch in slices {
-        let mut offset = 0;
-        while offset < batch.num_rows() {
-            if filled == part_rows {
-                parts.push(Vec::new());
-                filled = 0;
-            }
-            let take = (batch.num_rows() - offset).min(part_rows - filled);
-            if let Some(part) = parts.last_mut() {
-                part.push(batch.slice(offset, take));
-            }
-            filled += take;
-            offset += take;
-        }
-    }
-    parts
 }
 
 /// Writes one file of `table` atomically: temp file, fsync, rename, fsync of the directory. Returns its
@@ -371,8 +318,7 @@ pub(crate) fn find_orphans(data_dir: &Path, known: &std::collections::HashSet<St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Int64Array, TimestampMicrosecondArray};
-    use std::sync::Arc;
+    use arrow::array::TimestampMicrosecondArray;
 
     fn batch(times: &[i64]) -> RecordBatch {
         let ts = TimestampMicrosecondArray::from(times.to_vec()).with_timezone("UTC");
@@ -380,51 +326,47 @@ mod tests {
         RecordBatch::try_from_iter([("start_time", Arc::new(ts) as _), ("id", Arc::new(ids) as _)]).unwrap()
     }
 
-    fn all_times(batches: &[RecordBatch]) -> Vec<i64> {
-        batches.iter().flat_map(|b| times(b, 0).to_vec()).collect()
+    fn all_times(rows: &[RowRef]) -> Vec<i64> {
+        rows.iter().map(|r| r.time).collect()
     }
 
     #[test]
-    fn disjoint_sorted_batches_are_reordered_without_copying() {
-        let batches = [batch(&[30, 40]), batch(&[10, 20]), batch(&[40, 50])];
-        let ordered = order_by_time(Table::Spans, &batches, 0).unwrap();
-        assert_eq!(ordered.len(), 3, "whole batches, no merge");
-        assert_eq!(all_times(&ordered), [10, 20, 30, 40, 40, 50]);
+    fn rows_of_interleaved_batches_come_out_in_time_order() {
+        let batches = [batch(&[30, 40]), batch(&[10, 20]), batch(&[40, 50, 5])];
+        let ordered = time_order(&batches, 0);
+        assert_eq!(all_times(&ordered), [5, 10, 20, 30, 40, 40, 50]);
+        assert_eq!(ordered[0], RowRef { time: 5, batch: 2, row: 2 });
+        assert_eq!((ordered[4].batch, ordered[5].batch), (0, 2), "ties keep the batches' order");
     }
 
     #[test]
-    fn overlapping_batches_are_merged_and_sorted() {
+    fn hours_are_cut_at_their_boundaries() {
         let h = HOUR_MICROS;
-        let batches = [batch(&[5, h + 1]), batch(&[3, 2 * h])];
-        let spans_like = Table::Spans.schema();
-        // order_by_time merges with the table's schema, so use real span batches here.
-        let real: Vec<RecordBatch> = batches
-            .iter()
-            .map(|b| {
-                let spans: Vec<_> = times(b, 0)
-                    .iter()
-                    .map(|&t| meshlens_model::span::SpanRecord {
-                        start_time: DateTime::<Utc>::from_timestamp_micros(t).unwrap(),
-                        ..Default::default()
-                    })
-                    .collect();
-                crate::schema::spans_to_batch(&spans).unwrap()
-            })
-            .collect();
-        let index = spans_like.index_of("start_time").unwrap();
-        let ordered = order_by_time(Table::Spans, &real, index).unwrap();
-        assert_eq!(ordered.len(), 1);
-        assert_eq!(times(&ordered[0], index), [3, 5, h + 1, 2 * h]);
-        let hours: Vec<(i64, usize)> =
-            split_by_hour(&ordered, index).iter().map(|(h, s)| (*h, s.iter().map(|b| b.num_rows()).sum())).collect();
-        assert_eq!(hours, [(0, 2), (h, 1), (2 * h, 1)]);
+        let ordered = time_order(&[batch(&[5, h + 1]), batch(&[3, 2 * h, 2 * h + 7])], 0);
+        let hours: Vec<(i64, Vec<i64>)> =
+            split_by_hour(&ordered).into_iter().map(|(hour, rows)| (hour, all_times(rows))).collect();
+        assert_eq!(hours, [(0, vec![3, 5]), (h, vec![h + 1]), (2 * h, vec![2 * h, 2 * h + 7])]);
     }
 
     #[test]
-    fn parts_have_the_requested_size() {
-        let parts = split_rows(vec![batch(&[1, 2, 3]), batch(&[4, 5]), batch(&[6])], 4);
-        let sizes: Vec<Vec<i64>> = parts.iter().map(|p| all_times(p)).collect();
-        assert_eq!(sizes, [vec![1, 2, 3, 4], vec![5, 6]]);
+    fn request_files_are_ordered_by_direction_then_time() {
+        use meshlens_model::{Direction, RequestRecord};
+        let record = |micros: i64, direction| RequestRecord {
+            timestamp: DateTime::<Utc>::from_timestamp_micros(micros).unwrap(),
+            direction,
+            ..Default::default()
+        };
+        let (inbound, outbound) = (Direction::Inbound, Direction::Outbound);
+        let batches = [
+            crate::schema::requests_to_batch(&[record(1, outbound), record(4, inbound)]).unwrap(),
+            crate::schema::requests_to_batch(&[record(2, inbound), record(3, outbound)]).unwrap(),
+        ];
+        let time_index = Table::Requests.schema().index_of("timestamp").unwrap();
+        let ordered = time_order(&batches, time_index);
+        let order = in_file_order(Table::Requests, &batches, &ordered).unwrap();
+        assert_eq!(order, [(1, 0), (0, 1), (0, 0), (1, 1)], "inbound 2, 4, then outbound 1, 3");
+        let spans = in_file_order(Table::Spans, &batches, &ordered).unwrap();
+        assert_eq!(spans, [(0, 0), (1, 0), (1, 1), (0, 1)], "spans have no cluster column: time order");
     }
 
     #[test]

@@ -5,9 +5,9 @@
 //!
 //! - **Write path**: [`Store::append_requests`] / [`Store::append_spans`] return once the batch is in the
 //!   WAL (length-prefixed, CRC32-checked records, fsynced, one fsync shared by concurrent appends) and
-//!   visible to queries. A memory budget bounds what is held before a flush; past it appends fail fast
-//!   with [`StoreError::Busy`].
-//! - **Flush**: by row count or age, buffered rows become zstd Parquet files sorted by time under
+//!   visible to queries. A memory budget (bytes of Arrow data) bounds what is held before a flush; past
+//!   it appends wait briefly for a flush to make room, then fail with [`StoreError::Busy`].
+//! - **Flush**: by row count, size (half the memory budget), age, or an append waiting for room, buffered rows become zstd Parquet files sorted by time under
 //!   `<data-dir>/parquet/<table>/<YYYY-MM-DD>/<HH>/` (request files by direction, then time, so that a scan
 //!   of one side skips the other's pages). A file is visible only once its catalog row
 //!   commits, in the same transaction as the WAL checkpoint it covers; WAL segments are deleted after.

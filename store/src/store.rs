@@ -25,7 +25,7 @@ use meshlens_model::span::SpanRecord;
 use serde::Serialize;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -105,6 +105,10 @@ pub(crate) struct Shared {
     flush_wanted: Notify,
     /// Bytes counted against `memory_budget_bytes` (see [`footprint`]).
     reserved_bytes: AtomicUsize,
+    /// Woken whenever reserved bytes are released, for appends waiting for room.
+    room_freed: Notify,
+    /// An append is waiting for room: the next flush is due whatever the buffer's size or age.
+    room_wanted: AtomicBool,
     pub(crate) stats: Counters,
     /// Read-only stores answer from the snapshot taken at open: files of later flushes are ignored (their
     /// rows are already in memory from the WAL replay, or arrived after the snapshot).
@@ -123,7 +127,27 @@ impl Shared {
         self.buffer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn reserve(&self, bytes: usize) -> Result<()> {
+    /// Reserves `bytes` of the memory budget, waiting up to `busy_wait` for a flush to make room.
+    async fn reserve(&self, bytes: usize) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.config.busy_wait;
+        loop {
+            let freed = self.room_freed.notified();
+            tokio::pin!(freed);
+            // Registered before the attempt, so a release between the attempt and the wait is not missed.
+            freed.as_mut().enable();
+            let busy = match self.try_reserve(bytes) {
+                Ok(()) => return Ok(()),
+                Err(busy) => busy,
+            };
+            self.room_wanted.store(true, Ordering::Release);
+            self.flush_wanted.notify_one();
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(busy);
+            }
+        }
+    }
+
+    fn try_reserve(&self, bytes: usize) -> Result<()> {
         let budget = self.config.memory_budget_bytes;
         let mut current = self.reserved_bytes.load(Ordering::Relaxed);
         loop {
@@ -145,6 +169,7 @@ impl Shared {
 
     fn release(&self, bytes: usize) {
         self.reserved_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.room_freed.notify_waiters();
     }
 
     /// Whether the active rows should be flushed now for their number or size. Half the memory budget
@@ -168,7 +193,9 @@ impl Shared {
 
     fn flush_due(&self) -> bool {
         let buffer = self.buffer();
-        self.flush_wanted_for_size(&buffer) || buffer.active_age().is_some_and(|age| age >= self.config.flush_interval)
+        self.flush_wanted_for_size(&buffer)
+            || (self.room_wanted.load(Ordering::Acquire) && buffer.active_rows() > 0)
+            || buffer.active_age().is_some_and(|age| age >= self.config.flush_interval)
     }
 
     /// Writes everything buffered to Parquet and publishes it. See the module docs of `flush` and
@@ -178,6 +205,7 @@ impl Shared {
         let Some(snapshot) = self.buffer().begin_flush() else {
             return Ok(FlushReport::default());
         };
+        self.room_wanted.store(false, Ordering::Release);
         let started = Instant::now();
         let seq = snapshot.max_seq;
         let writer = Arc::clone(self);
@@ -226,10 +254,10 @@ impl Shared {
             }
             self.buffer().finish_flush();
         }
-        self.release(snapshot.bytes);
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
         self.stats.rows_flushed.fetch_add(snapshot.rows as u64, Ordering::Relaxed);
         self.stats.files_written.fetch_add(files.len() as u64, Ordering::Relaxed);
+        self.release(snapshot.bytes);
         // Deleting covered segments only frees disk: replay skips records at or below the checkpoint anyway.
         let wal_dir = self.wal_dir.clone();
         match tokio::task::spawn_blocking(move || wal::delete_segments_through(&wal_dir, seq)).await {
@@ -353,6 +381,8 @@ impl Store {
             flush_lock: tokio::sync::Mutex::new(()),
             flush_wanted: Notify::new(),
             reserved_bytes: AtomicUsize::new(records.iter().map(|r| footprint(&r.batch)).sum()),
+            room_freed: Notify::new(),
+            room_wanted: AtomicBool::new(false),
             stats: Counters::default(),
             snapshot_seq: None,
         });
@@ -439,6 +469,8 @@ impl Store {
             flush_lock: tokio::sync::Mutex::new(()),
             flush_wanted: Notify::new(),
             reserved_bytes: AtomicUsize::new(0),
+            room_freed: Notify::new(),
+            room_wanted: AtomicBool::new(false),
             stats: Counters::default(),
             snapshot_seq: Some(checkpoint),
         });
@@ -459,7 +491,8 @@ impl Store {
     }
 
     /// Appends request records. Returns once they are durable in the WAL (fsynced) and visible to queries.
-    /// Fails fast with [`StoreError::Busy`] when the memory budget is used up.
+    /// When the memory budget is used up, waits up to `StoreConfig::busy_wait` for a flush to make room,
+    /// then fails with [`StoreError::Busy`].
     pub async fn append_requests(&self, records: Vec<RequestRecord>) -> Result<()> {
         if records.is_empty() {
             return Ok(());
@@ -499,7 +532,7 @@ impl Store {
         let Some(tx) = &self.wal_tx else { return Err(StoreError::ReadOnly) };
         let rows = batch.num_rows();
         let bytes = footprint(&batch);
-        self.shared.reserve(bytes)?;
+        self.shared.reserve(bytes).await?;
         let payload = match wal::encode_payload(&batch, self.shared.config.wal_compression) {
             Ok(payload) => payload,
             Err(e) => {

@@ -155,6 +155,7 @@ async fn backpressure_returns_busy(backend: Backend) {
     let config = StoreConfig {
         flush_rows: 1_000_000,
         memory_budget_bytes: budget,
+        busy_wait: Duration::ZERO,
         flush_interval: Duration::from_secs(3600),
         ..env.config()
     };
@@ -170,6 +171,30 @@ async fn backpressure_returns_busy(backend: Backend) {
     store.flush().await.expect("flush frees the budget");
     assert_eq!(store.stats().reserved_bytes, 0);
     store.append_requests(second).await.expect("fits after the flush");
+    assert_eq!(scalar(&store, "SELECT count(*) FROM requests").await, 14_000);
+    store.close().await.expect("close");
+    env.cleanup().await;
+}
+
+/// An append that does not fit waits: it asks for a flush, which makes room, and then goes through.
+async fn an_append_over_the_budget_waits_for_a_flush(backend: Backend) {
+    let env = TestEnv::new(backend).await;
+    let mut generator = RequestGenerator::new(9, start_time(), 100);
+    let (first, second) = (generator.batch(6000), generator.batch(8000));
+    let config = StoreConfig {
+        // Neither size nor rows nor age would start a flush: only the waiting append does.
+        flush_rows: 1_000_000,
+        memory_budget_bytes: 2 * footprint(&first) + 2,
+        busy_wait: Duration::from_secs(30),
+        flush_interval: Duration::from_secs(3600),
+        ..env.config()
+    };
+    let store = Store::open(config).await.expect("open");
+    store.append_requests(first).await.expect("within budget");
+    assert_eq!(store.stats().flushes, 0);
+    store.append_requests(second).await.expect("room made by a flush");
+    // The second batch alone is over half the budget, so a second flush may already be under way.
+    assert!(store.stats().rows_flushed >= 6000, "the first batch was flushed to make room");
     assert_eq!(scalar(&store, "SELECT count(*) FROM requests").await, 14_000);
     store.close().await.expect("close");
     env.cleanup().await;
@@ -471,6 +496,7 @@ on_both_backends!(
     read_only_guard_rejects_statements,
     concurrent_appends_share_fsyncs,
     flusher_runs_by_rows_by_size_and_by_age,
+    an_append_over_the_budget_waits_for_a_flush,
     torn_tail_is_truncated,
     corrupt_middle_record_is_quarantined,
     read_only_store_works_next_to_a_writer,
