@@ -144,21 +144,27 @@ fn footprint(records: &[meshlens_model::record::RequestRecord]) -> usize {
     meshlens_store::schema::requests_to_batch(records).expect("batch").get_array_memory_size()
 }
 
+/// A store with room for a batch of `first_bytes` and less than twice that: the batch alone starts no flush
+/// (it stays under half the budget, and neither rows nor age trigger one), a larger batch after it does not
+/// fit until a flush.
+fn tight_budget(env: &TestEnv, first_bytes: usize, busy_wait: Duration) -> StoreConfig {
+    StoreConfig {
+        flush_rows: 1_000_000,
+        memory_budget_bytes: 2 * first_bytes + 2,
+        busy_wait,
+        flush_interval: Duration::from_secs(3600),
+        ..env.config()
+    }
+}
+
 async fn backpressure_returns_busy(backend: Backend) {
     let env = TestEnv::new(backend).await;
     let mut generator = RequestGenerator::new(6, start_time(), 100);
     let (first, second) = (generator.batch(6000), generator.batch(8000));
     let (first_bytes, second_bytes) = (footprint(&first), footprint(&second));
-    // The first batch stays below half the budget, so no flush starts by size; both together exceed it.
-    let budget = 2 * first_bytes + 2;
+    let config = tight_budget(&env, first_bytes, Duration::ZERO);
+    let budget = config.memory_budget_bytes;
     assert!(first_bytes + second_bytes > budget);
-    let config = StoreConfig {
-        flush_rows: 1_000_000,
-        memory_budget_bytes: budget,
-        busy_wait: Duration::ZERO,
-        flush_interval: Duration::from_secs(3600),
-        ..env.config()
-    };
     let store = Store::open(config).await.expect("open");
     store.append_requests(first).await.expect("within budget");
     assert_eq!(store.stats().reserved_bytes, first_bytes);
@@ -181,15 +187,8 @@ async fn an_append_over_the_budget_waits_for_a_flush(backend: Backend) {
     let env = TestEnv::new(backend).await;
     let mut generator = RequestGenerator::new(9, start_time(), 100);
     let (first, second) = (generator.batch(6000), generator.batch(8000));
-    let config = StoreConfig {
-        // Neither size nor rows nor age would start a flush: only the waiting append does.
-        flush_rows: 1_000_000,
-        memory_budget_bytes: 2 * footprint(&first) + 2,
-        busy_wait: Duration::from_secs(30),
-        flush_interval: Duration::from_secs(3600),
-        ..env.config()
-    };
-    let store = Store::open(config).await.expect("open");
+    // Neither size nor rows nor age would start a flush: only the waiting append does.
+    let store = Store::open(tight_budget(&env, footprint(&first), Duration::from_secs(30))).await.expect("open");
     store.append_requests(first).await.expect("within budget");
     assert_eq!(store.stats().flushes, 0);
     store.append_requests(second).await.expect("room made by a flush");
