@@ -42,6 +42,7 @@ use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{Query, SetExpr, Statement as SqlStatement, Visit, Visitor};
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use meshlens_store::schema::{plain_string_schema, with_plain_strings};
 use meshlens_store::{Store, Table, read_only_sql_options};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -174,6 +175,9 @@ impl Sandbox {
         if explain {
             batches = batches.iter().map(|b| redact(b, &data_dir)).collect::<Result<_, _>>()?;
         }
+        // The store shows strings to DataFusion as views; answers keep the documented `Utf8`.
+        let schema = plain_string_schema(&schema);
+        let batches = batches.iter().map(with_plain_strings).collect::<Result<_, _>>().map_err(ApiError::internal)?;
         Ok(QueryResult { schema, batches, rows, truncated, elapsed: started.elapsed() })
     }
 }

@@ -4,9 +4,11 @@
 //! filters, asks the catalog only for files overlapping them (older files are never opened, not even their
 //! footers), and plans a Parquet scan over those files with projection and predicate push-down (row
 //! groups and pages are pruned by their statistics) unioned with the rows still in memory. Filters are
-//! reported `Inexact`, so DataFusion re-applies them above the union and results are exact.
+//! reported `Inexact`, so DataFusion re-applies them above the union and results are exact. Strings are
+//! `Utf8View` to SQL ([`Table::query_schema`]): the Parquet reader decodes into views directly and the
+//! in-memory rows are viewed, not copied.
 
-use crate::schema::Table;
+use crate::schema::{Table, to_query_batch};
 use crate::store::Shared;
 use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
@@ -47,7 +49,7 @@ pub(crate) struct StoreTable {
 #[async_trait]
 impl TableProvider for StoreTable {
     fn schema(&self) -> SchemaRef {
-        self.table.schema()
+        self.table.query_schema()
     }
 
     fn table_type(&self) -> TableType {
@@ -65,7 +67,7 @@ impl TableProvider for StoreTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let schema = self.table.schema();
+        let schema = self.table.query_schema();
         let (from, to) = time_bounds(filters, self.table.time_column());
         let (files, memory) = self
             .shared
@@ -114,8 +116,9 @@ impl TableProvider for StoreTable {
         if !memory.is_empty() {
             let count = partitions.min(memory.len());
             let mut parts = vec![Vec::new(); count];
-            for (i, batch) in memory.into_iter().enumerate() {
-                parts[i % count].push(batch);
+            for (i, batch) in memory.iter().enumerate() {
+                parts[i % count]
+                    .push(to_query_batch(self.table, batch).map_err(|e| DataFusionError::External(Box::new(e)))?);
             }
             inputs.push(MemorySourceConfig::try_new_exec(&parts, Arc::clone(&schema), projection.cloned())?);
         }

@@ -69,6 +69,17 @@ impl Table {
         }
     }
 
+    /// The schema SQL sees: [`Table::schema`] with every string column as `Utf8View`. Parquet pages decode
+    /// straight into views of their (mostly dictionary) values instead of one copy per row, and joins,
+    /// group-bys and sorts move and compare 16-byte views rather than the strings. Files keep `Utf8`, so
+    /// DuckDB and other Parquet readers see plain strings.
+    pub fn query_schema(self) -> SchemaRef {
+        match self {
+            Table::Requests => Arc::clone(&REQUESTS_QUERY_SCHEMA),
+            Table::Spans => Arc::clone(&SPANS_QUERY_SCHEMA),
+        }
+    }
+
     /// Looks a table up by its SQL name.
     pub fn from_name(name: &str) -> Option<Table> {
         Table::ALL.into_iter().find(|t| t.name() == name)
@@ -158,6 +169,61 @@ static REQUESTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         required_utf8("source_format"),
     ]))
 });
+
+static REQUESTS_QUERY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| with_string_views(&REQUESTS_SCHEMA));
+static SPANS_QUERY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| with_string_views(&SPANS_SCHEMA));
+
+fn with_string_views(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|field| match field.data_type() {
+            DataType::Utf8 => field.as_ref().clone().with_data_type(DataType::Utf8View),
+            _ => field.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// `batch` (with `table`'s storage schema) as [`Table::query_schema`] has it: string columns become views
+/// of the same buffers, nothing is copied.
+pub fn to_query_batch(table: Table, batch: &RecordBatch) -> Result<RecordBatch> {
+    let schema = table.query_schema();
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| arrow::compute::cast(column, field.data_type()))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(arrow_err("viewing a batch's strings"))?;
+    RecordBatch::try_new(schema, columns).map_err(arrow_err("viewing a batch's strings"))
+}
+
+/// `schema` with `Utf8View` columns as `Utf8`: what answers to users show, whatever the engine used inside.
+pub fn plain_string_schema(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|field| match field.data_type() {
+            DataType::Utf8View => field.as_ref().clone().with_data_type(DataType::Utf8),
+            _ => field.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `batch` cast to [`plain_string_schema`].
+pub fn with_plain_strings(batch: &RecordBatch) -> Result<RecordBatch> {
+    let schema = plain_string_schema(&batch.schema());
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| arrow::compute::cast(column, field.data_type()))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(arrow_err("turning string views into strings"))?;
+    RecordBatch::try_new(schema, columns).map_err(arrow_err("turning string views into strings"))
+}
 
 static SPANS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
@@ -321,6 +387,25 @@ mod tests {
     use chrono::TimeZone;
     use meshlens_model::record::{Mtls, Reporter};
     use meshlens_model::span::SpanKind;
+
+    #[test]
+    fn sql_sees_string_views_of_the_stored_strings_and_answers_turn_them_back() {
+        for table in Table::ALL {
+            let (stored, viewed) = (table.schema(), table.query_schema());
+            for (s, v) in stored.fields().iter().zip(viewed.fields()) {
+                let expected =
+                    if s.data_type() == &DataType::Utf8 { DataType::Utf8View } else { s.data_type().clone() };
+                assert_eq!((v.name(), v.data_type(), v.is_nullable()), (s.name(), &expected, s.is_nullable()));
+            }
+            assert_eq!(plain_string_schema(&viewed), stored, "{table}");
+        }
+        let record = RequestRecord { path: Some("/api".into()), ..Default::default() };
+        let batch = requests_to_batch(&[record]).unwrap();
+        let viewed = to_query_batch(Table::Requests, &batch).unwrap();
+        assert_eq!(viewed.schema(), Table::Requests.query_schema());
+        assert_eq!(viewed.column_by_name("path").unwrap().as_string_view().value(0), "/api");
+        assert_eq!(with_plain_strings(&viewed).unwrap(), batch);
+    }
 
     #[test]
     fn request_columns_follow_the_model_and_keep_values() {

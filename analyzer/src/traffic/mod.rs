@@ -155,10 +155,12 @@ pub async fn analyze(
 /// A session whose `requests` table holds `records` (with the store's schema), for analyzing records that
 /// never went through a store, such as access-log files.
 pub fn requests_context(records: &[RequestRecord]) -> Result<SessionContext, TrafficError> {
-    let batch = meshlens_store::schema::requests_to_batch(records)?;
+    let table_kind = meshlens_store::Table::Requests;
+    let batch =
+        meshlens_store::schema::to_query_batch(table_kind, &meshlens_store::schema::requests_to_batch(records)?)?;
     let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
     let ctx = SessionContext::new();
-    ctx.register_table(meshlens_store::Table::Requests.name(), Arc::new(table))?;
+    ctx.register_table(table_kind.name(), Arc::new(table))?;
     Ok(ctx)
 }
 

@@ -14,7 +14,7 @@ use super::stats::{Histogram, Latency, chi_square, chi_square_p_value};
 use super::{TrafficError, TrafficOptions, Window, find_workload, finding, origin_of, workload_label};
 use crate::Finding;
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, StringViewArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::error::ArrowError;
@@ -802,15 +802,16 @@ impl ScalarUDFImpl for RouteUdf {
         let [strings @ .., no_route] = arrays.as_slice() else {
             return Err(DataFusionError::Internal(format!("{ROUTE_UDF} takes 8 arguments")));
         };
+        // The store's strings are views already (then the cast is free); other tables' are viewed.
         let strings: Vec<ArrayRef> =
-            strings.iter().map(|a| cast(a, &DataType::Utf8)).collect::<Result<_, ArrowError>>()?;
-        let strings: Vec<&StringArray> = strings.iter().map(|a| a.as_string::<i32>()).collect();
+            strings.iter().map(|a| cast(a, &DataType::Utf8View)).collect::<Result<_, ArrowError>>()?;
+        let strings: Vec<&StringViewArray> = strings.iter().map(|a| a.as_string_view()).collect();
         let no_route = cast(no_route, &DataType::Boolean)?;
         let no_route = no_route.as_boolean();
         let [reporter, source_namespace, source_workload, authority, path, method, route_name] = strings[..] else {
             return Err(DataFusionError::Internal(format!("{ROUTE_UDF} takes 8 arguments")));
         };
-        fn value(array: &StringArray, row: usize) -> Option<&str> {
+        fn value(array: &StringViewArray, row: usize) -> Option<&str> {
             array.is_valid(row).then(|| array.value(row))
         }
         let codes = self.codes(args.number_rows, |row| RouteKey {
