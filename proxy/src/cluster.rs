@@ -313,7 +313,7 @@ struct OutlierState {
 
 #[derive(Debug)]
 struct EndpointState {
-    spec: EndpointSpec,
+    spec: Arc<EndpointSpec>,
     active: AtomicUsize,
     outlier: Mutex<OutlierState>,
 }
@@ -322,7 +322,7 @@ struct EndpointState {
 #[derive(Debug, Clone)]
 pub struct Picked {
     pub index: usize,
-    pub spec: EndpointSpec,
+    pub spec: Arc<EndpointSpec>,
 }
 
 /// A live cluster.
@@ -403,7 +403,11 @@ impl Cluster {
         let endpoints = spec
             .endpoints
             .iter()
-            .map(|e| EndpointState { spec: e.clone(), active: AtomicUsize::new(0), outlier: Mutex::default() })
+            .map(|e| EndpointState {
+                spec: Arc::new(e.clone()),
+                active: AtomicUsize::new(0),
+                outlier: Mutex::default(),
+            })
             .collect();
         let interval = spec.outlier.as_ref().map_or(Duration::from_secs(10), |o| o.interval);
         Ok(Arc::new(Cluster {
@@ -425,6 +429,11 @@ impl Cluster {
     /// predicate), by the cluster's load-balancing policy.
     pub fn pick(&self, previous: &[String]) -> Result<Picked, ProxyError> {
         self.sweep();
+        if previous.is_empty() && self.spec.outlier.is_none() {
+            // Nothing ejected, nothing to avoid: every endpoint is a candidate (the common case, without
+            // building candidate lists for every request).
+            return self.choose(None);
+        }
         let healthy: Vec<usize> = (0..self.endpoints.len()).filter(|&i| self.lock(i).ejected_until.is_none()).collect();
         if healthy.is_empty() {
             return Err(ProxyError::NoHealthyUpstream);
@@ -432,18 +441,28 @@ impl Cluster {
         let fresh: Vec<usize> =
             healthy.iter().copied().filter(|&i| !previous.contains(&self.endpoints[i].spec.authority)).collect();
         let candidates = if fresh.is_empty() { healthy } else { fresh };
+        self.choose(Some(&candidates))
+    }
+
+    /// Applies the load-balancing policy to the endpoint indexes in `candidates` (`None`: every endpoint).
+    fn choose(&self, candidates: Option<&[usize]>) -> Result<Picked, ProxyError> {
+        let count = candidates.map_or(self.endpoints.len(), <[usize]>::len);
+        if count == 0 {
+            return Err(ProxyError::NoHealthyUpstream);
+        }
+        let nth = |n: usize| candidates.map_or(n, |c| c[n]);
         let index = match self.spec.lb {
-            LbPolicy::RoundRobin => candidates[self.rr.fetch_add(1, Ordering::Relaxed) % candidates.len()],
-            LbPolicy::Random => candidates[fastrand::usize(..candidates.len())],
+            LbPolicy::RoundRobin => nth(self.rr.fetch_add(1, Ordering::Relaxed) % count),
+            LbPolicy::Random => nth(fastrand::usize(..count)),
             LbPolicy::LeastRequest => {
                 // Envoy's power of two choices.
-                let a = candidates[fastrand::usize(..candidates.len())];
-                let b = candidates[fastrand::usize(..candidates.len())];
+                let a = nth(fastrand::usize(..count));
+                let b = nth(fastrand::usize(..count));
                 let load = |i: usize| self.endpoints[i].active.load(Ordering::Relaxed);
                 if load(b) < load(a) { b } else { a }
             }
         };
-        Ok(Picked { index, spec: self.endpoints[index].spec.clone() })
+        Ok(Picked { index, spec: Arc::clone(&self.endpoints[index].spec) })
     }
 
     fn lock(&self, index: usize) -> std::sync::MutexGuard<'_, OutlierState> {

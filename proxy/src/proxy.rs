@@ -206,7 +206,7 @@ fn stack_config(side: Side, telemetry: &Arc<Telemetry>, me: &SelfInfo, limits: &
     StackConfig {
         side,
         telemetry: telemetry.clone(),
-        me: me.clone(),
+        me: Arc::new(me.clone()),
         max_request_body: limits.max_request_body,
         mirror_slots: Arc::new(tokio::sync::Semaphore::new(256)),
     }

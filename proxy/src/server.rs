@@ -176,6 +176,7 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = ctx.service.clone();
+    let conn = Arc::new(conn);
     let hyper_service = hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(conn.clone());
         service.clone().oneshot(request)

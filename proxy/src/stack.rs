@@ -16,6 +16,7 @@ use crate::route::{Action, Matched, RequestView, Route};
 use crate::telemetry::{LogEntry, Telemetry};
 use crate::{BoxError, ProxyBody};
 use bytes::Bytes;
+use futures::future::Either;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -52,7 +53,7 @@ impl Side {
     }
 }
 
-/// Facts about the downstream connection, set by the listener.
+/// Facts about the downstream connection, set by the listener (as `Arc<ConnInfo>`, shared by its requests).
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub local: SocketAddr,
@@ -126,7 +127,8 @@ pub struct SelfInfo {
 pub struct StackConfig {
     pub side: Side,
     pub telemetry: Arc<Telemetry>,
-    pub me: SelfInfo,
+    /// Shared, not cloned: layers hold it for every request.
+    pub me: Arc<SelfInfo>,
     pub max_request_body: usize,
     /// Mirror copies in flight; more are dropped rather than queued.
     pub mirror_slots: Arc<tokio::sync::Semaphore>,
@@ -157,7 +159,38 @@ pub fn build(snapshot: SharedSnapshot, config: StackConfig) -> HttpService {
 }
 
 /// Boilerplate shared by every layer: always ready (inner services are cloned per call), boxed future.
+///
+/// Every layer is always ready, so a layer may also call its inner service directly without `poll_ready`;
+/// the `pass_if` form does so, unboxed and without a clone, for requests it has nothing to do for.
 macro_rules! service {
+    ($name:ident<$inner:ident>, pass_if |$peek:ident| $pass:expr, |$this:ident, $request:ident| $body:expr) => {
+        impl<$inner> Service<Request<Bytes>> for $name<$inner>
+        where
+            $inner:
+                Service<Request<Bytes>, Response = Response<ProxyBody>, Error = ProxyError> + Clone + Send + 'static,
+            $inner::Future: Send,
+        {
+            type Response = Response<ProxyBody>;
+            type Error = ProxyError;
+            type Future = Either<$inner::Future, BoxFuture<Response<ProxyBody>, ProxyError>>;
+
+            fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+                Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, $request: Request<Bytes>) -> Self::Future {
+                let pass = {
+                    let $peek = &$request;
+                    $pass
+                };
+                if pass {
+                    return Either::Left(self.inner.call($request));
+                }
+                let $this = self.clone();
+                Either::Right(Box::pin(async move { $body }))
+            }
+        }
+    };
     ($name:ident<$inner:ident> ($req:ty) -> $err:ty, |$this:ident, $request:ident| $body:expr) => {
         impl<$inner> Service<$req> for $name<$inner>
         where
@@ -204,7 +237,7 @@ where
 {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
-    type Future = BoxFuture<Response<ProxyBody>, Infallible>;
+    type Future = S::Future;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -213,8 +246,7 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         // The request keeps this snapshot even if a reload swaps in another meanwhile.
         request.extensions_mut().insert(self.snapshot.current());
-        let inner = self.inner.clone();
-        Box::pin(inner.oneshot(request))
+        self.inner.call(request)
     }
 }
 
@@ -250,7 +282,7 @@ where
 {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
-    type Future = BoxFuture<Response<ProxyBody>, Infallible>;
+    type Future = S::Future;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -282,8 +314,7 @@ where
             headers.insert("traceparent", value);
         }
         request.extensions_mut().insert(trace);
-        let inner = self.inner.clone();
-        Box::pin(inner.oneshot(request))
+        self.inner.call(request)
     }
 }
 
@@ -312,9 +343,9 @@ where
         let info = Info::default();
         request.extensions_mut().insert(info.clone());
         let pending = PendingLog::start(&request, &self.config, info, started);
-        let inner = self.inner.clone();
+        let response = self.inner.call(request);
         Box::pin(async move {
-            let response = inner.oneshot(request).await?;
+            let response = response.await?;
             let (parts, body) = response.into_parts();
             let pending = pending.with_response(parts.status, &parts.headers);
             Ok(Response::from_parts(parts, LoggedBody { inner: body, bytes: 0, pending: Some(pending) }.boxed_unsync()))
@@ -330,7 +361,8 @@ const FLAG_ORDER: [&str; 20] = [
 
 /// An access-log record waiting for the response body to end.
 struct PendingLog {
-    record: RequestRecord,
+    /// Boxed: the record is most of a kilobyte, and the pending log moves through several owners.
+    record: Box<RequestRecord>,
     info: Info,
     started: Instant,
     trace: Option<TraceContext>,
@@ -340,7 +372,7 @@ struct PendingLog {
 impl PendingLog {
     fn start<B>(request: &Request<B>, config: &StackConfig, info: Info, started: Instant) -> PendingLog {
         let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let conn = request.extensions().get::<ConnInfo>();
+        let conn = request.extensions().get::<Arc<ConnInfo>>();
         let trace = request.extensions().get::<TraceContext>().copied();
         let side = config.side;
         let peer = conn.and_then(|c| c.peer.clone());
@@ -390,7 +422,7 @@ impl PendingLog {
             record.requested_server_name = conn.and_then(|c| c.sni.clone());
             record.tls_version = conn.and_then(|c| c.tls_version.clone());
         }
-        PendingLog { record, info, started, trace, telemetry: config.telemetry.clone() }
+        PendingLog { record: Box::new(record), info, started, trace, telemetry: config.telemetry.clone() }
     }
 
     fn with_response(mut self, status: StatusCode, headers: &http::HeaderMap) -> PendingLog {
@@ -430,7 +462,7 @@ impl PendingLog {
             };
         }
         let entry = LogEntry {
-            record: self.record,
+            record: *self.record,
             transport_failure: info.transport_failure,
             upstream_local_address: info.upstream_local,
             trace: self.trace,
@@ -510,9 +542,9 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let info = request.extensions().get::<Info>().cloned().unwrap_or_default();
-        let inner = self.inner.clone();
+        let response = self.inner.call(request);
         Box::pin(async move {
-            match inner.oneshot(request).await {
+            match response.await {
                 Ok(response) => Ok(response),
                 Err(error) => {
                     let reply = error.local_reply();
@@ -614,7 +646,7 @@ struct Authorize<S> {
 service!(Authorize<S>(Request<Bytes>) -> ProxyError, |this, request| {
     let snapshot = snapshot_of(&request)?;
     if let View::Sidecar(view) = &snapshot.view {
-        let conn = request.extensions().get::<ConnInfo>();
+        let conn = request.extensions().get::<Arc<ConnInfo>>();
         let (host, _) = authority(&request);
         let attributes = RequestAttributes {
             principal: conn.and_then(|c| c.peer.as_ref()),
@@ -665,12 +697,12 @@ fn outbound_host(snapshot: &Snapshot, host: &str, namespace: &str) -> String {
 struct Router<S> {
     inner: S,
     side: Side,
-    me: SelfInfo,
+    me: Arc<SelfInfo>,
 }
 
 impl<S> Router<S> {
     fn find(&self, snapshot: &Snapshot, request: &Request<Bytes>) -> Result<(Matched, Option<u16>), ProxyError> {
-        let conn = request.extensions().get::<ConnInfo>();
+        let conn = request.extensions().get::<Arc<ConnInfo>>();
         let (host, port) = authority(request);
         let no_labels = BTreeMap::new();
         let (table, host, port, gateways, labels) = match (&snapshot.view, self.side) {
@@ -760,7 +792,7 @@ where
             };
             let picked = Route::pick(targets).ok_or(ProxyError::NoRoute)?;
             let cluster = snapshot.cluster_for(&picked.target, port)?;
-            let conn = request.extensions().get::<ConnInfo>().cloned();
+            let conn = request.extensions().get::<Arc<ConnInfo>>().cloned();
             info.update(|i| {
                 i.cluster = Some(cluster.spec.name.clone());
                 match &cluster.spec.host {
@@ -832,23 +864,27 @@ struct Faults<S> {
     inner: S,
 }
 
-service!(Faults<S>(Request<Bytes>) -> ProxyError, |this, request| {
-    let routed = routed(&request)?;
-    if let Some(fault) = &routed.route.fault {
-        if let Some((delay, percent)) = fault.delay
-            && roll(percent)
-        {
-            info_of(&request).update(|i| i.flags.push("DI"));
-            tokio::time::sleep(delay).await;
+service!(
+    Faults<S>,
+    pass_if | request | request.extensions().get::<Routed>().is_some_and(|r| r.route.fault.is_none()),
+    |this, request| {
+        let routed = routed(&request)?;
+        if let Some(fault) = &routed.route.fault {
+            if let Some((delay, percent)) = fault.delay
+                && roll(percent)
+            {
+                info_of(&request).update(|i| i.flags.push("DI"));
+                tokio::time::sleep(delay).await;
+            }
+            if let Some((status, percent)) = fault.abort
+                && roll(percent)
+            {
+                return Err(ProxyError::FaultAbort(status));
+            }
         }
-        if let Some((status, percent)) = fault.abort
-            && roll(percent)
-        {
-            return Err(ProxyError::FaultAbort(status));
-        }
+        this.inner.oneshot(request).await
     }
-    this.inner.oneshot(request).await
-});
+);
 
 #[derive(Clone)]
 struct Mirrors<S> {
@@ -856,44 +892,49 @@ struct Mirrors<S> {
     slots: Arc<tokio::sync::Semaphore>,
 }
 
-service!(Mirrors<S>(Request<Bytes>) -> ProxyError, |this, request| {
-    let routed = routed(&request)?;
-    if !routed.route.mirrors.is_empty() {
-        let snapshot = snapshot_of(&request)?;
-        let (_, port) = authority(&request);
-        for mirror in routed.route.mirrors.iter().filter(|m| roll(m.percent)) {
-            let (Ok(cluster), Ok(slot)) = (snapshot.cluster_for(&mirror.target, port), this.slots.clone().try_acquire_owned())
-            else {
-                continue;
-            };
-            let mut copy = clone_request(&request);
-            // Envoy marks shadow traffic by suffixing the authority.
-            let (host, port) = authority(&request);
-            let shadow = match port {
-                Some(port) => format!("{host}-shadow:{port}"),
-                None => format!("{host}-shadow"),
-            };
-            if let Ok(value) = HeaderValue::try_from(shadow) {
-                copy.headers_mut().insert(header::HOST, value);
-            }
-            tokio::spawn(async move {
-                let _slot = slot;
-                let sent = async {
-                    let picked = cluster.pick(&[])?;
-                    let admission = cluster.admit(&picked).await?;
-                    let (response, _) = cluster.send(&picked, admission, copy).await?;
-                    // Drain so the pooled connection can be reused; the answer itself is ignored.
-                    let _ = response.into_body().collect().await;
-                    Ok::<(), ProxyError>(())
+service!(
+    Mirrors<S>,
+    pass_if | request | request.extensions().get::<Routed>().is_some_and(|r| r.route.mirrors.is_empty()),
+    |this, request| {
+        let routed = routed(&request)?;
+        if !routed.route.mirrors.is_empty() {
+            let snapshot = snapshot_of(&request)?;
+            let (_, port) = authority(&request);
+            for mirror in routed.route.mirrors.iter().filter(|m| roll(m.percent)) {
+                let (Ok(cluster), Ok(slot)) =
+                    (snapshot.cluster_for(&mirror.target, port), this.slots.clone().try_acquire_owned())
+                else {
+                    continue;
                 };
-                if let Err(err) = sent.await {
-                    tracing::debug!(%err, "mirror request failed");
+                let mut copy = clone_request(&request);
+                // Envoy marks shadow traffic by suffixing the authority.
+                let (host, port) = authority(&request);
+                let shadow = match port {
+                    Some(port) => format!("{host}-shadow:{port}"),
+                    None => format!("{host}-shadow"),
+                };
+                if let Ok(value) = HeaderValue::try_from(shadow) {
+                    copy.headers_mut().insert(header::HOST, value);
                 }
-            });
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let sent = async {
+                        let picked = cluster.pick(&[])?;
+                        let admission = cluster.admit(&picked).await?;
+                        let (response, _) = cluster.send(&picked, admission, copy).await?;
+                        // Drain so the pooled connection can be reused; the answer itself is ignored.
+                        let _ = response.into_body().collect().await;
+                        Ok::<(), ProxyError>(())
+                    };
+                    if let Err(err) = sent.await {
+                        tracing::debug!(%err, "mirror request failed");
+                    }
+                });
+            }
         }
+        this.inner.oneshot(request).await
     }
-    this.inner.oneshot(request).await
-});
+);
 
 fn clone_request(request: &Request<Bytes>) -> Request<Bytes> {
     let mut copy = Request::new(request.body().clone());
@@ -910,12 +951,18 @@ struct Timeouts<S> {
     inner: S,
 }
 
-service!(Timeouts<S>(Request<Bytes>) -> ProxyError, |this, request| {
-    match routed(&request)?.route.timeout {
-        Some(timeout) => tokio::time::timeout(timeout, this.inner.oneshot(request)).await.map_err(|_| ProxyError::Timeout)?,
-        None => this.inner.oneshot(request).await,
+service!(
+    Timeouts<S>,
+    pass_if | request | request.extensions().get::<Routed>().is_some_and(|r| r.route.timeout.is_none()),
+    |this, request| {
+        match routed(&request)?.route.timeout {
+            Some(timeout) => {
+                tokio::time::timeout(timeout, this.inner.oneshot(request)).await.map_err(|_| ProxyError::Timeout)?
+            }
+            None => this.inner.oneshot(request).await,
+        }
     }
-});
+);
 
 /// Envoy's default retry back-off: jittered exponential from 25 ms, capped at 250 ms.
 fn backoff(retry: u32) -> Duration {
@@ -995,7 +1042,7 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 #[derive(Clone)]
 struct Forward {
     side: Side,
-    me: SelfInfo,
+    me: Arc<SelfInfo>,
     telemetry: Arc<Telemetry>,
 }
 
@@ -1214,7 +1261,7 @@ impl Service<Request<Bytes>> for Forward {
 
 /// Headers the upstream should (not) see.
 fn prepare_upstream_request(request: &mut Request<Bytes>, side: Side, me: &SelfInfo) {
-    let conn = request.extensions().get::<ConnInfo>().cloned();
+    let conn = request.extensions().get::<Arc<ConnInfo>>().cloned();
     // Absolute-form (HTTP proxy) requests carry the authority in the URI; the upstream gets it as Host.
     if let Some(authority) = request.uri().authority().and_then(|a| HeaderValue::try_from(a.as_str()).ok()) {
         request.headers_mut().entry(header::HOST).or_insert(authority);
