@@ -204,6 +204,8 @@ impl ProxyCommand {
                     meshlens_proxy::start_sidecar(options).await?
                 }
             };
+            // Handlers first: whoever reads the lines below may stop the proxy at once.
+            let stop = super::serve::shutdown_signal()?;
             for (name, addr) in running.listeners() {
                 eprintln!("meshlens proxy: {name} listening on {addr}");
             }
@@ -211,12 +213,7 @@ impl ProxyCommand {
                 eprintln!("meshlens proxy: admin listening on {admin}");
             }
             // Ctrl-C or SIGTERM: stop, sending the telemetry still queued.
-            let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .context("installing the SIGTERM handler")?;
-            tokio::select! {
-                signal = tokio::signal::ctrl_c() => signal.context("waiting for Ctrl-C")?,
-                _ = terminate.recv() => {}
-            }
+            stop.await;
             running.shutdown().await;
             Ok(ExitCode::SUCCESS)
         })

@@ -221,6 +221,8 @@ impl ServeArgs {
         let server = server::start(listeners, ctx, api, rest_api).await?;
         let bound = server.local_addrs();
         let show = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
+        // Handlers first: whoever reads the line below may stop the server at once.
+        let stop = shutdown_signal()?;
         // Printed whatever the log level: scripts and tests read the chosen ports from it.
         eprintln!(
             "meshlens listening otlp_grpc={} otlp_http={} api={}",
@@ -228,7 +230,7 @@ impl ServeArgs {
             show(bound.otlp_http),
             show(bound.api)
         );
-        let served = server.run_until(shutdown_signal()).await;
+        let served = server.run_until(stop).await;
         ticker.stop().await;
         store.close().await.context("closing the store")?;
         eprintln!("meshlens stopped");
@@ -260,33 +262,20 @@ pub fn attributor_for(mesh: &LoadReport) -> Attributor {
     attributor
 }
 
-/// Resolves on Ctrl-C or SIGTERM (what `kubectl delete pod` and systemd send).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!("cannot listen for Ctrl-C: {e}");
-            std::future::pending::<()>().await;
+/// Installs the Ctrl-C and SIGTERM handlers (SIGTERM is what `kubectl delete pod` and systemd send) and
+/// returns what resolves on either. Installed before the server says it is listening, so that a signal
+/// sent right after that line stops the server cleanly instead of killing it.
+pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the Ctrl-C handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(e) => {
-                tracing::error!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-    tracing::info!("shutting down");
+        tracing::info!("shutting down");
+    })
 }
 
 #[cfg(test)]
