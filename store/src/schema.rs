@@ -170,59 +170,53 @@ static REQUESTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
-static REQUESTS_QUERY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| with_string_views(&REQUESTS_SCHEMA));
-static SPANS_QUERY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| with_string_views(&SPANS_SCHEMA));
+static REQUESTS_QUERY_SCHEMA: LazyLock<SchemaRef> =
+    LazyLock::new(|| retyped(&REQUESTS_SCHEMA, &DataType::Utf8, &DataType::Utf8View));
+static SPANS_QUERY_SCHEMA: LazyLock<SchemaRef> =
+    LazyLock::new(|| retyped(&SPANS_SCHEMA, &DataType::Utf8, &DataType::Utf8View));
 
-fn with_string_views(schema: &Schema) -> SchemaRef {
+/// `schema` with every (top-level) `from` column typed `to`.
+fn retyped(schema: &Schema, from: &DataType, to: &DataType) -> SchemaRef {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
-        .map(|field| match field.data_type() {
-            DataType::Utf8 => field.as_ref().clone().with_data_type(DataType::Utf8View),
-            _ => field.as_ref().clone(),
-        })
-        .collect();
-    Arc::new(Schema::new(fields))
-}
-
-/// `batch` (with `table`'s storage schema) as [`Table::query_schema`] has it: string columns become views
-/// of the same buffers, nothing is copied.
-pub fn to_query_batch(table: Table, batch: &RecordBatch) -> Result<RecordBatch> {
-    let schema = table.query_schema();
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(column, field)| arrow::compute::cast(column, field.data_type()))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(arrow_err("viewing a batch's strings"))?;
-    RecordBatch::try_new(schema, columns).map_err(arrow_err("viewing a batch's strings"))
-}
-
-/// `schema` with `Utf8View` columns as `Utf8`: what answers to users show, whatever the engine used inside.
-pub fn plain_string_schema(schema: &Schema) -> SchemaRef {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|field| match field.data_type() {
-            DataType::Utf8View => field.as_ref().clone().with_data_type(DataType::Utf8),
-            _ => field.as_ref().clone(),
+        .map(|field| {
+            if field.data_type() == from {
+                field.as_ref().clone().with_data_type(to.clone())
+            } else {
+                field.as_ref().clone()
+            }
         })
         .collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-/// `batch` cast to [`plain_string_schema`].
-pub fn with_plain_strings(batch: &RecordBatch) -> Result<RecordBatch> {
-    let schema = plain_string_schema(&batch.schema());
+/// `batch` cast column by column to `schema` (the same columns, retyped).
+fn cast_batch(batch: &RecordBatch, schema: SchemaRef, context: &str) -> Result<RecordBatch> {
     let columns = batch
         .columns()
         .iter()
         .zip(schema.fields())
         .map(|(column, field)| arrow::compute::cast(column, field.data_type()))
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(arrow_err("turning string views into strings"))?;
-    RecordBatch::try_new(schema, columns).map_err(arrow_err("turning string views into strings"))
+        .map_err(arrow_err(context))?;
+    RecordBatch::try_new(schema, columns).map_err(arrow_err(context))
+}
+
+/// `batch` (with `table`'s storage schema) as [`Table::query_schema`] has it: string columns become views
+/// of the same buffers, nothing is copied.
+pub fn to_query_batch(table: Table, batch: &RecordBatch) -> Result<RecordBatch> {
+    cast_batch(batch, table.query_schema(), "viewing a batch's strings")
+}
+
+/// `schema` with `Utf8View` columns as `Utf8`: what answers to users show, whatever the engine used inside.
+pub fn plain_string_schema(schema: &Schema) -> SchemaRef {
+    retyped(schema, &DataType::Utf8View, &DataType::Utf8)
+}
+
+/// `batch` cast to [`plain_string_schema`].
+pub fn with_plain_strings(batch: &RecordBatch) -> Result<RecordBatch> {
+    cast_batch(batch, plain_string_schema(&batch.schema()), "turning string views into strings")
 }
 
 static SPANS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
