@@ -15,6 +15,7 @@ mod report;
 mod serve;
 mod token;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -96,4 +97,20 @@ pub fn init_tracing(filter: Option<&str>) {
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
     };
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Installs the Ctrl-C and SIGTERM handlers (SIGTERM is what `kubectl delete pod` and systemd send) and
+/// returns what resolves on either. Installed before a command says it is listening, so that a signal
+/// sent right after that line stops it cleanly instead of killing it. Shared by `serve` and `proxy`.
+pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the Ctrl-C handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("shutting down");
+    })
 }

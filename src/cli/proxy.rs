@@ -205,7 +205,7 @@ impl ProxyCommand {
                 }
             };
             // Handlers first: whoever reads the lines below may stop the proxy at once.
-            let stop = super::serve::shutdown_signal()?;
+            let stop = super::shutdown_signal()?;
             for (name, addr) in running.listeners() {
                 eprintln!("meshlens proxy: {name} listening on {addr}");
             }

@@ -222,7 +222,7 @@ impl ServeArgs {
         let bound = server.local_addrs();
         let show = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
         // Handlers first: whoever reads the line below may stop the server at once.
-        let stop = shutdown_signal()?;
+        let stop = super::shutdown_signal()?;
         // Printed whatever the log level: scripts and tests read the chosen ports from it.
         eprintln!(
             "meshlens listening otlp_grpc={} otlp_http={} api={}",
@@ -260,22 +260,6 @@ pub fn attributor_for(mesh: &LoadReport) -> Attributor {
     let attributor = Attributor::new(Some(&MeshConfig::new(mesh.resources.clone())));
     tracing::info!(addresses = attributor.known_addresses(), "mesh config loaded for attribution");
     attributor
-}
-
-/// Installs the Ctrl-C and SIGTERM handlers (SIGTERM is what `kubectl delete pod` and systemd send) and
-/// returns what resolves on either. Installed before the server says it is listening, so that a signal
-/// sent right after that line stops the server cleanly instead of killing it.
-pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the Ctrl-C handler")?;
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-        tracing::info!("shutting down");
-    })
 }
 
 #[cfg(test)]
