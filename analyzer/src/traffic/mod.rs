@@ -17,6 +17,7 @@
 
 pub mod codes;
 pub mod mtls;
+mod pairing;
 pub mod recommend;
 pub mod resilience;
 pub mod routes;
@@ -100,7 +101,7 @@ pub enum TrafficError {
 }
 
 /// Everything the analyses read from the `requests` table over the window: the result of each query,
-/// aggregated in SQL to a few rows per edge, route group, service or endpoint.
+/// aggregated to a few rows per edge, route group, service or endpoint.
 struct Evidence {
     /// Client and server records paired by request id, per edge and observed mTLS.
     pairs: Vec<mtls::EdgeRow>,
@@ -120,14 +121,14 @@ impl Evidence {
     /// Runs the queries concurrently: each is a separate scan and aggregation, and together they keep
     /// every core busy where one alone has serial stretches (planning, final aggregation, decoding).
     async fn gather(ctx: &SessionContext, mesh: &MeshConfig, window: &Window) -> Result<Evidence, TrafficError> {
-        let (pairs, client, server_latency, retries, bursts, endpoints) = futures::try_join!(
-            mtls::pairs(ctx, window),
+        let (by_request, client, server_latency, bursts, endpoints) = futures::try_join!(
+            pairing::gather(ctx, window),
             routes::client_traffic(ctx, mesh, window),
             resilience::server_latency(ctx, window),
-            resilience::retries(ctx, window),
             resilience::bursts(ctx, window),
             recommend::endpoints(ctx, window),
         )?;
+        let pairing::ByRequest { pairs, retries } = by_request;
         Ok(Evidence { pairs, client, server_latency, retries, bursts, endpoints })
     }
 }

@@ -3,25 +3,24 @@
 //!
 //! Only the server side can see mTLS in a text access log (an Istio `outbound_.` SNI, or none for
 //! plaintext); a client's outbound record is `unknown`. So client and server records of the same request
-//! (same `x-request-id` and destination service) are paired with a full outer join: a pair counts once,
-//! with the server's verdict, and settles the client's `unknown`. Records without a partner count on their
-//! own. A retried request is logged once by the client and once per try by the server, so it counts once
-//! per try: each try is a connection that was, or was not, mutually authenticated.
+//! (same `x-request-id` and destination service) are paired ([`pairing`](super::pairing)): a pair counts
+//! once, with the server's verdict, and settles the client's `unknown`. Records without a partner count on
+//! their own. A retried request is logged once by the client and once per try by the server, so it counts
+//! once per try: each try is a connection that was, or was not, mutually authenticated.
 //!
-//! The same query gives each edge's errors and latency (the client's status and duration when it logged
+//! The pairing also gives each edge's errors and latency (the client's status and duration when it logged
 //! the request, else the server's), so an edge here is also an edge of the service graph.
 
 use super::codes::{ML2001, ML2002, ML2003};
 use super::stats::{Histogram, Latency};
-use super::{TrafficError, TrafficOptions, Window, find_workload, finding, rows, service_resource, workload_label};
+use super::{TrafficOptions, find_workload, finding, service_resource, workload_label};
 use crate::Finding;
-use datafusion::prelude::SessionContext;
 use meshlens_model::mesh::meta::labels_match;
 use meshlens_model::mesh::networking::ClientTlsMode;
 use meshlens_model::mesh::security::MtlsMode;
 use meshlens_model::mesh::{Kind, MeshConfig, WorkloadRef};
 use meshlens_model::names::{ClusterDirection, ClusterName, service_fqdn_parts};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Requests by what was observed about their mTLS.
@@ -114,18 +113,7 @@ pub struct MtlsReport {
     pub strict_ready_min_requests: u64,
 }
 
-/// One row of the pairing query: requests of an edge with one observed mTLS value and one duration.
-#[derive(Debug, Deserialize)]
-struct PairRow {
-    #[serde(flatten)]
-    edge: EdgeKey,
-    resolved: u64,
-    requests: u64,
-    errors: u64,
-    duration_ms: Option<u64>,
-}
-
-/// Requests of an edge with one observed mTLS value: the pairing query's rows summed over durations.
+/// Requests of an edge with one observed mTLS value, as the pairing counted them.
 #[derive(Debug)]
 pub(super) struct EdgeRow {
     key: EdgeKey,
@@ -133,6 +121,23 @@ pub(super) struct EdgeRow {
     requests: u64,
     errors: u64,
     durations: Histogram,
+}
+
+impl EdgeRow {
+    pub(super) fn new(key: EdgeKey) -> EdgeRow {
+        EdgeRow { key, resolved: 0, requests: 0, errors: 0, durations: Histogram::default() }
+    }
+
+    /// Counts `requests` that took `duration_ms`, of which `resolved` settled a client's `unknown` and
+    /// `errors` failed.
+    pub(super) fn add(&mut self, requests: u64, resolved: u64, errors: u64, duration_ms: Option<u64>) {
+        self.requests += requests;
+        self.resolved += resolved;
+        self.errors += errors;
+        if let Some(duration) = duration_ms {
+            self.durations.add(duration, requests);
+        }
+    }
 }
 
 impl std::ops::Deref for EdgeRow {
@@ -143,58 +148,19 @@ impl std::ops::Deref for EdgeRow {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct EdgeKey {
-    source_namespace: Option<String>,
-    source_workload: Option<String>,
+    pub(super) source_namespace: Option<String>,
+    pub(super) source_workload: Option<String>,
     /// The peer's IP, when no workload is known for it.
-    source_address: Option<String>,
-    destination_service: Option<String>,
-    destination_namespace: Option<String>,
-    destination_workload: Option<String>,
+    pub(super) source_address: Option<String>,
+    pub(super) destination_service: Option<String>,
+    pub(super) destination_namespace: Option<String>,
+    pub(super) destination_workload: Option<String>,
     /// The server's inbound cluster (`inbound|8080||`): its port is the workload port that
     /// PeerAuthentication `portLevelMtls` is keyed by (the SNI and `destination_port` carry the service port).
-    server_cluster: Option<String>,
-    mtls: String,
-}
-
-/// Client and server records are paired by request id and destination service. The server side is the
-/// join's build side (DataFusion hashes the left input): it is the smaller one wherever some destinations
-/// log nothing — workloads without a sidecar, services outside the mesh, and meshes that log only the
-/// client side (Istio's `Telemetry` with `accessLogging.match.mode: CLIENT`, a common way to halve the log
-/// volume).
-fn pairing_sql(window: &Window) -> String {
-    let window = window.sql();
-    format!(
-        "WITH client AS (
-            SELECT request_id, source_namespace, source_workload, destination_service, destination_namespace,
-                   destination_workload, mtls, status, duration_ms, TRUE AS logged
-            FROM requests WHERE {window} AND direction = 'outbound' AND destination_service IS NOT NULL
-        ), server AS (
-            SELECT request_id, source_namespace, source_workload, destination_service, destination_namespace,
-                   destination_workload, upstream_cluster, mtls, status, duration_ms,
-                   CASE WHEN source_workload IS NULL THEN regexp_replace(downstream_remote_address, ':[0-9]+$', '')
-                   END AS source_address
-            FROM requests WHERE {window} AND direction = 'inbound'
-        )
-        SELECT COALESCE(client.source_namespace, server.source_namespace) AS source_namespace,
-               COALESCE(client.source_workload, server.source_workload) AS source_workload,
-               CASE WHEN client.source_workload IS NULL THEN server.source_address END AS source_address,
-               COALESCE(server.destination_service, client.destination_service) AS destination_service,
-               COALESCE(server.destination_namespace, client.destination_namespace) AS destination_namespace,
-               COALESCE(server.destination_workload, client.destination_workload) AS destination_workload,
-               server.upstream_cluster AS server_cluster,
-               COALESCE(NULLIF(server.mtls, 'unknown'), NULLIF(client.mtls, 'unknown'), 'unknown') AS mtls,
-               COALESCE(client.duration_ms, server.duration_ms) AS duration_ms,
-               SUM(CASE WHEN client.mtls = 'unknown' AND server.mtls IN ('mutual', 'plaintext') THEN 1 ELSE 0 END)
-                   AS resolved,
-               COUNT(*) AS requests,
-               SUM(CASE WHEN client.logged THEN (CASE WHEN client.status IS NULL OR client.status >= 500 THEN 1 ELSE 0 END)
-                        WHEN server.status IS NULL OR server.status >= 500 THEN 1 ELSE 0 END) AS errors
-        FROM server FULL OUTER JOIN client
-          ON server.request_id = client.request_id AND server.destination_service = client.destination_service
-        GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"
-    )
+    pub(super) server_cluster: Option<String>,
+    pub(super) mtls: String,
 }
 
 /// What the rows of one edge add up to.
@@ -266,27 +232,6 @@ fn classify(mode: MtlsMode, counts: &Counts, min_requests: u64) -> Classificatio
         }
         _ => Classification::Compliant,
     }
-}
-
-/// Runs the pairing query over the window.
-pub(super) async fn pairs(ctx: &SessionContext, window: &Window) -> Result<Vec<EdgeRow>, TrafficError> {
-    let mut edges: BTreeMap<EdgeKey, EdgeRow> = BTreeMap::new();
-    for row in rows::<PairRow>(ctx, &pairing_sql(window)).await? {
-        let edge = edges.entry(row.edge.clone()).or_insert_with(|| EdgeRow {
-            key: row.edge,
-            resolved: 0,
-            requests: 0,
-            errors: 0,
-            durations: Histogram::default(),
-        });
-        edge.resolved += row.resolved;
-        edge.requests += row.requests;
-        edge.errors += row.errors;
-        if let Some(duration) = row.duration_ms {
-            edge.durations.add(duration, row.requests);
-        }
-    }
-    Ok(edges.into_values().collect())
 }
 
 /// Reads the paired requests against the configured modes.

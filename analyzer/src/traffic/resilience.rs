@@ -48,7 +48,7 @@ pub struct ServiceConfig {
 }
 
 /// Requests the destination received more than once.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Retries {
     /// Distinct requests (by `x-request-id`) the destination logged.
     pub requests: u64,
@@ -114,12 +114,12 @@ pub struct ResilienceReport {
     pub amplification: Vec<Amplification>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Tries per request at one destination service for one method.
+#[derive(Debug)]
 pub(super) struct RetryRow {
-    destination_service: String,
-    method: Option<String>,
-    #[serde(flatten)]
-    retries: Retries,
+    pub(super) destination_service: String,
+    pub(super) method: Option<String>,
+    pub(super) retries: Retries,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,22 +153,6 @@ pub(super) async fn server_latency(
         histograms.entry(row.destination_service).or_default().add(row.duration_ms, row.requests);
     }
     Ok(histograms.into_iter().filter_map(|(service, h)| Some((service, Latency::of(&h)?))).collect())
-}
-
-/// Tries per request as the destination saw them, by method (POST retries are their own finding).
-pub(super) async fn retries(ctx: &SessionContext, window: &Window) -> Result<Vec<RetryRow>, TrafficError> {
-    let sql = format!(
-        "SELECT destination_service, method, COUNT(*) AS requests,
-                SUM(CASE WHEN tries > 1 THEN 1 ELSE 0 END) AS retried, MAX(tries) AS max_tries
-         FROM (SELECT destination_service, method, request_id,
-                      GREATEST(COUNT(*), MAX(COALESCE(attempts, 1))) AS tries
-               FROM requests
-               WHERE {} AND direction = 'inbound' AND destination_service IS NOT NULL AND request_id IS NOT NULL
-               GROUP BY destination_service, method, request_id)
-         GROUP BY destination_service, method",
-        window.sql()
-    );
-    rows(ctx, &sql).await
 }
 
 /// Buckets of [`BURST_SECONDS`] in which a service's callers saw at least [`BURST_MIN_ERRORS`] server

@@ -1,0 +1,581 @@
+//! The analyses keyed by request, in one pass over the window: pairing each request's client and server
+//! records ([`mtls`](super::mtls) coverage, and each edge's errors and latency) and counting the tries
+//! each destination logged per request ([`resilience`](super::resilience)'s retries).
+//!
+//! Both group a window's records by request id. As SQL that is a hash join of the client and server sides
+//! on two strings, a grouping of the joined rows by nine columns, and a second grouping by request id: two
+//! thirds of the analysis of 10M records (docs/benchmarks.md). Here each record is reduced as it streams in
+//! to a 128-bit hash of its key (request id, destination service), an interned id of its strings and a few
+//! numbers, and scattered by key over shards small enough for the cache; the shards are then sorted and
+//! paired in parallel, and only the few resulting groups are turned back into strings.
+//!
+//! Pairing rules, per key: each server record is one try and counts once, with the server's mTLS verdict
+//! (the client's when the server's is `unknown`) and the client's status and duration. It pairs with the
+//! latest client record logged at or before it (the earliest when none was), so a client that called the
+//! same service twice under one request id has each call paired with its own tries, and the calls are not
+//! mistaken for retries. Records without a partner count on their own; so do records without a request id.
+//! Where only the destination logged, its records of one key and method are the tries of one request.
+
+use super::mtls::{EdgeKey, EdgeRow};
+use super::resilience::{Retries, RetryRow};
+use super::{TrafficError, Window};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, PrimitiveArray, RecordBatch, StringViewArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    ArrowPrimitiveType, DataType, TimeUnit, TimestampMicrosecondType, UInt16Type, UInt32Type, UInt64Type,
+};
+use datafusion::common::runtime::SpawnedTask;
+use datafusion::error::DataFusionError;
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use meshlens_model::record::Mtls;
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hash};
+use std::sync::{Arc, Mutex};
+
+/// Shards records are scattered over by key; 10M records make shards of ~40k, whose sort stays in cache.
+const SHARDS: usize = 256;
+
+/// What the pass found.
+pub(super) struct ByRequest {
+    /// Requests per edge and observed mTLS, with their durations.
+    pub pairs: Vec<EdgeRow>,
+    /// Tries per request as the destinations saw them, by destination service and method.
+    pub retries: Vec<RetryRow>,
+}
+
+/// The records the pass reads: every server record, and client records that name their destination.
+fn records_sql(window: &Window) -> String {
+    format!(
+        "SELECT request_id, direction = 'inbound' AS inbound, timestamp, source_namespace, source_workload,
+                downstream_remote_address, destination_service, destination_namespace, destination_workload,
+                upstream_cluster, method, mtls, status, duration_ms, attempts
+         FROM requests
+         WHERE {} AND (direction = 'inbound' OR (direction = 'outbound' AND destination_service IS NOT NULL))",
+        window.sql()
+    )
+}
+
+/// Runs the pass over the window: one scan per partition of the query, then the shards in parallel.
+pub(super) async fn gather(ctx: &SessionContext, window: &Window) -> Result<ByRequest, TrafficError> {
+    let streams = ctx.sql(&records_sql(window)).await?.execute_stream_partitioned().await?;
+    let workers = streams.len().max(1);
+    let interner = Arc::new(Mutex::new(Interner::default()));
+    let key_hasher = KeyHasher::default();
+    let scans: Vec<_> = streams
+        .into_iter()
+        .map(|mut stream| {
+            let mut scan = Scan::new(Arc::clone(&interner), key_hasher.clone());
+            SpawnedTask::spawn(async move {
+                while let Some(batch) = stream.next().await {
+                    scan.add(&batch?)?;
+                }
+                Ok::<_, TrafficError>(scan)
+            })
+        })
+        .collect();
+
+    let mut shards: Vec<Vec<Reduced>> = (0..SHARDS).map(|_| Vec::new()).collect();
+    let mut groups = Groups::default();
+    for scan in scans {
+        let scan = scan.join_unwind().await.map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))??;
+        groups.merge(scan.groups);
+        for (shard, mut records) in shards.iter_mut().zip(scan.shards) {
+            if shard.is_empty() {
+                *shard = records;
+            } else {
+                shard.append(&mut records);
+            }
+        }
+    }
+    let interner = Arc::new(Arc::into_inner(interner).and_then(|m| m.into_inner().ok()).unwrap_or_default());
+
+    let per_worker = SHARDS.div_ceil(workers);
+    let mut pairing = Vec::with_capacity(workers);
+    while !shards.is_empty() {
+        let batch: Vec<Vec<Reduced>> = shards.drain(..per_worker.min(shards.len())).collect();
+        let interner = Arc::clone(&interner);
+        pairing.push(SpawnedTask::spawn_blocking(move || {
+            let mut groups = Groups::default();
+            let mut run = RunBuffers::default();
+            for mut shard in batch {
+                shard.sort_unstable_by_key(|r| (r.key, r.timestamp));
+                for records in shard.chunk_by(|a, b| a.key == b.key) {
+                    run.pair(records, &interner, &mut groups);
+                }
+            }
+            groups
+        }));
+    }
+    for task in pairing {
+        groups.merge(task.join_unwind().await.map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))?);
+    }
+    Ok(groups.resolve(&interner))
+}
+
+/// A record reduced to what pairing and try counting read.
+struct Reduced {
+    /// Hash of (request id, destination service).
+    key: (u64, u64),
+    /// Microseconds since the epoch.
+    timestamp: i64,
+    duration_ms: Option<u64>,
+    attempts: Option<u32>,
+    /// Interned [`Attributes`].
+    attributes: u32,
+    status: Option<u16>,
+    mtls: Mtls,
+    server: bool,
+}
+
+impl Reduced {
+    fn failed(&self) -> bool {
+        self.status.is_none_or(|s| s >= 500)
+    }
+}
+
+/// The strings of a record that end up in its edge (and, for a server record, its method), the same for
+/// most records of a window, so interned once.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
+struct Attributes<S> {
+    source_namespace: Option<S>,
+    source_workload: Option<S>,
+    /// The peer's IP, on a server record that names no source workload.
+    source_address: Option<S>,
+    destination_service: Option<S>,
+    destination_namespace: Option<S>,
+    destination_workload: Option<S>,
+    /// The server's inbound cluster (`inbound|8080||`).
+    upstream_cluster: Option<S>,
+    /// The server's method: tries are counted per method.
+    method: Option<S>,
+}
+
+impl Attributes<Box<str>> {
+    fn borrowed(&self) -> Attributes<&str> {
+        fn b(s: &Option<Box<str>>) -> Option<&str> {
+            s.as_deref()
+        }
+        Attributes {
+            source_namespace: b(&self.source_namespace),
+            source_workload: b(&self.source_workload),
+            source_address: b(&self.source_address),
+            destination_service: b(&self.destination_service),
+            destination_namespace: b(&self.destination_namespace),
+            destination_workload: b(&self.destination_workload),
+            upstream_cluster: b(&self.upstream_cluster),
+            method: b(&self.method),
+        }
+    }
+}
+
+impl Attributes<&str> {
+    fn owned(&self) -> Attributes<Box<str>> {
+        let o = |s: Option<&str>| s.map(Box::from);
+        Attributes {
+            source_namespace: o(self.source_namespace),
+            source_workload: o(self.source_workload),
+            source_address: o(self.source_address),
+            destination_service: o(self.destination_service),
+            destination_namespace: o(self.destination_namespace),
+            destination_workload: o(self.destination_workload),
+            upstream_cluster: o(self.upstream_cluster),
+            method: o(self.method),
+        }
+    }
+}
+
+/// Distinct [`Attributes`], numbered in order of arrival.
+#[derive(Default)]
+struct Interner {
+    ids: HashTable<u32>,
+    values: Vec<Attributes<Box<str>>>,
+    hasher: DefaultHashBuilder,
+}
+
+impl Interner {
+    /// The id of `value` and whether it is new.
+    fn intern(&mut self, value: &Attributes<&str>) -> u32 {
+        let Interner { ids, values, hasher } = self;
+        let hash = hasher.hash_one(value);
+        if let Some(&id) = ids.find(hash, |&id| values[id as usize].borrowed() == *value) {
+            return id;
+        }
+        let id = u32::try_from(values.len()).unwrap_or(u32::MAX);
+        values.push(value.owned());
+        ids.insert_unique(hash, id, |&id| hasher.hash_one(values[id as usize].borrowed()));
+        id
+    }
+
+    fn get(&self, id: u32) -> Attributes<&str> {
+        self.values[id as usize].borrowed()
+    }
+}
+
+/// A scan's view of the shared [`Interner`]: the ids it has seen, so the lock is taken once per distinct
+/// value, not once per record.
+struct LocalInterner {
+    local: Interner,
+    global_ids: Vec<u32>,
+    shared: Arc<Mutex<Interner>>,
+}
+
+impl LocalInterner {
+    fn intern(&mut self, value: &Attributes<&str>) -> u32 {
+        let local = self.local.intern(value) as usize;
+        if local == self.global_ids.len() {
+            let mut shared = self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.global_ids.push(shared.intern(value));
+        }
+        self.global_ids[local]
+    }
+}
+
+/// A 128-bit hash of a record's key from two independently seeded 64-bit hashes: two different keys of a
+/// window of n requests share one with probability about n²/2¹²⁹ (1e-25 for 10M).
+#[derive(Clone, Default)]
+struct KeyHasher(DefaultHashBuilder, DefaultHashBuilder);
+
+impl KeyHasher {
+    fn key(&self, request_id: &str, destination_service: &str) -> (u64, u64) {
+        let key = (request_id, destination_service);
+        (self.0.hash_one(key), self.1.hash_one(key))
+    }
+}
+
+/// One partition's scan: records with a key scattered over the shards, records without one counted at once.
+struct Scan {
+    interner: LocalInterner,
+    key_hasher: KeyHasher,
+    shards: Vec<Vec<Reduced>>,
+    groups: Groups,
+}
+
+fn named<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, TrafficError> {
+    let column = batch.column_by_name(name);
+    Ok(column.ok_or_else(|| DataFusionError::Execution(format!("the requests query returned no column {name}")))?)
+}
+
+/// A column of `batch` as `data_type`, cast when the table stores it otherwise.
+fn column(batch: &RecordBatch, name: &str, data_type: &DataType) -> Result<ArrayRef, TrafficError> {
+    let column = named(batch, name)?;
+    Ok(if column.data_type() == data_type { Arc::clone(column) } else { cast(column, data_type)? })
+}
+
+fn strings(batch: &RecordBatch, name: &str) -> Result<StringViewArray, TrafficError> {
+    Ok(column(batch, name, &DataType::Utf8View)?.as_string_view().clone())
+}
+
+fn primitives<T: ArrowPrimitiveType>(batch: &RecordBatch, name: &str) -> Result<PrimitiveArray<T>, TrafficError> {
+    Ok(column(batch, name, &T::DATA_TYPE)?.as_primitive::<T>().clone())
+}
+
+/// The `timestamp` column in microseconds, keeping its time zone (a cast to a zoneless type would shift
+/// the values to local time).
+fn timestamps(batch: &RecordBatch) -> Result<PrimitiveArray<TimestampMicrosecondType>, TrafficError> {
+    let column = named(batch, "timestamp")?;
+    let DataType::Timestamp(_, zone) = column.data_type() else {
+        let message = format!("the requests query returned timestamp as {}", column.data_type());
+        return Err(DataFusionError::Execution(message).into());
+    };
+    let micros = cast(column, &DataType::Timestamp(TimeUnit::Microsecond, zone.clone()))?;
+    Ok(micros.as_primitive::<TimestampMicrosecondType>().clone())
+}
+
+fn value(array: &StringViewArray, row: usize) -> Option<&str> {
+    array.is_valid(row).then(|| array.value(row))
+}
+
+/// `10.244.9.7:51234` without its port, as `regexp_replace(address, ':[0-9]+$', '')` would leave it.
+fn without_port(address: &str) -> &str {
+    let digits = address.len() - address.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    match address[..address.len() - digits].strip_suffix(':') {
+        Some(host) if digits > 0 => host,
+        _ => address,
+    }
+}
+
+impl Scan {
+    fn new(shared: Arc<Mutex<Interner>>, key_hasher: KeyHasher) -> Scan {
+        Scan {
+            interner: LocalInterner { local: Interner::default(), global_ids: Vec::new(), shared },
+            key_hasher,
+            shards: (0..SHARDS).map(|_| Vec::new()).collect(),
+            groups: Groups::default(),
+        }
+    }
+
+    fn add(&mut self, batch: &RecordBatch) -> Result<(), TrafficError> {
+        let request_id = strings(batch, "request_id")?;
+        let inbound = column(batch, "inbound", &DataType::Boolean)?;
+        let inbound: &BooleanArray = inbound.as_boolean();
+        let timestamp = timestamps(batch)?;
+        let source_namespace = strings(batch, "source_namespace")?;
+        let source_workload = strings(batch, "source_workload")?;
+        let remote_address = strings(batch, "downstream_remote_address")?;
+        let destination_service = strings(batch, "destination_service")?;
+        let destination_namespace = strings(batch, "destination_namespace")?;
+        let destination_workload = strings(batch, "destination_workload")?;
+        let upstream_cluster = strings(batch, "upstream_cluster")?;
+        let method = strings(batch, "method")?;
+        let mtls = strings(batch, "mtls")?;
+        let status = primitives::<UInt16Type>(batch, "status")?;
+        let duration_ms = primitives::<UInt64Type>(batch, "duration_ms")?;
+        let attempts = primitives::<UInt32Type>(batch, "attempts")?;
+
+        for row in 0..batch.num_rows() {
+            let server = inbound.is_valid(row) && inbound.value(row);
+            let source_workload = value(&source_workload, row);
+            let attributes = Attributes {
+                source_namespace: value(&source_namespace, row),
+                source_workload,
+                source_address: match (server, source_workload) {
+                    (true, None) => value(&remote_address, row).map(without_port),
+                    _ => None,
+                },
+                destination_service: value(&destination_service, row),
+                destination_namespace: value(&destination_namespace, row),
+                destination_workload: value(&destination_workload, row),
+                upstream_cluster: if server { value(&upstream_cluster, row) } else { None },
+                method: if server { value(&method, row) } else { None },
+            };
+            let key = match (value(&request_id, row), attributes.destination_service) {
+                (Some(id), Some(service)) => Some(self.key_hasher.key(id, service)),
+                _ => None,
+            };
+            let record = Reduced {
+                key: key.unwrap_or_default(),
+                timestamp: timestamp.value(row),
+                duration_ms: duration_ms.is_valid(row).then(|| duration_ms.value(row)),
+                attempts: attempts.is_valid(row).then(|| attempts.value(row)),
+                attributes: self.interner.intern(&attributes),
+                status: status.is_valid(row).then(|| status.value(row)),
+                mtls: value(&mtls, row).and_then(|m| m.parse().ok()).unwrap_or_default(),
+                server,
+            };
+            match key {
+                Some((high, _)) => self.shards[(high >> 56) as usize % SHARDS].push(record),
+                None => self.groups.alone(&record),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A group of the pairing's output: requests of one edge with one observed mTLS and duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PairGroup {
+    client: Option<u32>,
+    server: Option<u32>,
+    mtls: Mtls,
+    duration_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct PairCounts {
+    requests: u64,
+    resolved: u64,
+    errors: u64,
+}
+
+/// The pass's results while ids are still interned: edges' requests by [`PairGroup`], and tries per request
+/// by (server [`Attributes`], whose service and method name the group).
+#[derive(Default)]
+struct Groups {
+    pairs: HashMap<PairGroup, PairCounts>,
+    retries: HashMap<u32, Retries>,
+}
+
+impl Groups {
+    fn count(&mut self, group: PairGroup, resolved: bool, failed: bool) {
+        let counts = self.pairs.entry(group).or_default();
+        counts.requests += 1;
+        counts.resolved += u64::from(resolved);
+        counts.errors += u64::from(failed);
+    }
+
+    /// A record without a partner.
+    fn alone(&mut self, record: &Reduced) {
+        let attributes = Some(record.attributes);
+        let (client, server) = if record.server { (None, attributes) } else { (attributes, None) };
+        let group = PairGroup { client, server, mtls: record.mtls, duration_ms: record.duration_ms };
+        self.count(group, false, record.failed());
+    }
+
+    /// A server record and the client record of the same request.
+    fn paired(&mut self, client: &Reduced, server: &Reduced) {
+        let mtls = if server.mtls == Mtls::Unknown { client.mtls } else { server.mtls };
+        let group = PairGroup {
+            client: Some(client.attributes),
+            server: Some(server.attributes),
+            mtls,
+            duration_ms: client.duration_ms.or(server.duration_ms),
+        };
+        let resolved = client.mtls == Mtls::Unknown && server.mtls != Mtls::Unknown;
+        self.count(group, resolved, client.failed());
+    }
+
+    fn tries(&mut self, server_attributes: u32, tries: u64) {
+        let retries = self.retries.entry(server_attributes).or_default();
+        retries.requests += 1;
+        retries.retried += u64::from(tries > 1);
+        retries.max_tries = retries.max_tries.max(tries);
+    }
+
+    fn merge(&mut self, other: Groups) {
+        for (group, counts) in other.pairs {
+            let into = self.pairs.entry(group).or_default();
+            into.requests += counts.requests;
+            into.resolved += counts.resolved;
+            into.errors += counts.errors;
+        }
+        for (attributes, retries) in other.retries {
+            let into = self.retries.entry(attributes).or_default();
+            into.requests += retries.requests;
+            into.retried += retries.retried;
+            into.max_tries = into.max_tries.max(retries.max_tries);
+        }
+    }
+
+    /// The groups with their strings, merged by what the analyses tell apart.
+    fn resolve(self, interner: &Interner) -> ByRequest {
+        let mut edges: BTreeMap<EdgeKey, EdgeRow> = BTreeMap::new();
+        for (group, counts) in self.pairs {
+            let client = group.client.map(|id| interner.get(id)).unwrap_or_default();
+            let server = group.server.map(|id| interner.get(id)).unwrap_or_default();
+            let owned = |s: Option<&str>| s.map(str::to_owned);
+            let key = EdgeKey {
+                source_namespace: owned(client.source_namespace.or(server.source_namespace)),
+                source_workload: owned(client.source_workload.or(server.source_workload)),
+                source_address: if client.source_workload.is_none() { owned(server.source_address) } else { None },
+                destination_service: owned(server.destination_service.or(client.destination_service)),
+                destination_namespace: owned(server.destination_namespace.or(client.destination_namespace)),
+                destination_workload: owned(server.destination_workload.or(client.destination_workload)),
+                server_cluster: owned(server.upstream_cluster),
+                mtls: group.mtls.as_str().to_owned(),
+            };
+            let edge = edges.entry(key.clone()).or_insert_with(|| EdgeRow::new(key));
+            edge.add(counts.requests, counts.resolved, counts.errors, group.duration_ms);
+        }
+
+        let mut retries: BTreeMap<(String, Option<String>), Retries> = BTreeMap::new();
+        for (id, counts) in self.retries {
+            let attributes = interner.get(id);
+            let Some(service) = attributes.destination_service else { continue };
+            let into = retries.entry((service.to_owned(), attributes.method.map(str::to_owned))).or_default();
+            into.requests += counts.requests;
+            into.retried += counts.retried;
+            into.max_tries = into.max_tries.max(counts.max_tries);
+        }
+        ByRequest {
+            pairs: edges.into_values().collect(),
+            retries: retries
+                .into_iter()
+                .map(|((destination_service, method), retries)| RetryRow { destination_service, method, retries })
+                .collect(),
+        }
+    }
+}
+
+/// Scratch space for pairing the records of one key, reused from key to key.
+#[derive(Default)]
+struct RunBuffers {
+    clients: Vec<usize>,
+    servers: Vec<usize>,
+    /// Per client record, the tries paired with it, if any.
+    calls: Vec<Option<Tries>>,
+    /// Without client records: the server records' tries by method.
+    methods: Vec<Tries>,
+}
+
+/// Server records counted as tries of one request.
+#[derive(Clone, Copy)]
+struct Tries {
+    /// Attributes of the first try: its service and method name the request.
+    attributes: u32,
+    logged: u64,
+    /// Most attempts one try reported.
+    attempts: u64,
+}
+
+impl Tries {
+    fn new(server: &Reduced) -> Tries {
+        Tries { attributes: server.attributes, logged: 0, attempts: 0 }
+    }
+
+    fn add(&mut self, server: &Reduced) {
+        self.logged += 1;
+        self.attempts = self.attempts.max(u64::from(server.attempts.unwrap_or(1)));
+    }
+
+    fn count(&self, groups: &mut Groups) {
+        groups.tries(self.attributes, self.logged.max(self.attempts));
+    }
+}
+
+impl RunBuffers {
+    /// Pairs `records`, which share a key and are in time order, and counts their tries.
+    fn pair(&mut self, records: &[Reduced], interner: &Interner, groups: &mut Groups) {
+        self.clients.clear();
+        self.servers.clear();
+        for (index, record) in records.iter().enumerate() {
+            if record.server { &mut self.servers } else { &mut self.clients }.push(index);
+        }
+        if self.clients.is_empty() {
+            // Only the destination logged: the tries of one request per method.
+            self.methods.clear();
+            for &s in &self.servers {
+                let server = &records[s];
+                groups.alone(server);
+                let method = interner.get(server.attributes).method;
+                let known = self.methods.iter().position(|t| interner.get(t.attributes).method == method);
+                let index = known.unwrap_or_else(|| {
+                    self.methods.push(Tries::new(server));
+                    self.methods.len() - 1
+                });
+                self.methods[index].add(server);
+            }
+            self.methods.iter().for_each(|tries| tries.count(groups));
+            return;
+        }
+
+        self.calls.clear();
+        self.calls.resize(self.clients.len(), None);
+        let mut latest = 0;
+        for &s in &self.servers {
+            let server = &records[s];
+            while latest + 1 < self.clients.len() && records[self.clients[latest + 1]].timestamp <= server.timestamp {
+                latest += 1;
+            }
+            groups.paired(&records[self.clients[latest]], server);
+            self.calls[latest].get_or_insert_with(|| Tries::new(server)).add(server);
+        }
+        for (&c, call) in self.clients.iter().zip(&self.calls) {
+            match call {
+                Some(tries) => tries.count(groups),
+                None => groups.alone(&records[c]),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_port;
+
+    #[test]
+    fn ports_are_stripped_like_the_sql_regexp() {
+        for (address, host) in [
+            ("10.244.9.7:51234", "10.244.9.7"),
+            ("10.244.9.7", "10.244.9.7"),
+            ("[::1]:8080", "[::1]"),
+            ("::1", ":"),
+            ("host:", "host:"),
+            ("host:80a", "host:80a"),
+            ("", ""),
+        ] {
+            assert_eq!(without_port(address), host, "{address}");
+        }
+    }
+}
