@@ -32,6 +32,7 @@ use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use meshlens_model::record::Mtls;
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hash};
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
 /// Shards records are scattered over by key; 10M records make shards of ~40k, whose sort stays in cache.
@@ -61,12 +62,12 @@ fn records_sql(window: &Window) -> String {
 pub(super) async fn gather(ctx: &SessionContext, window: &Window) -> Result<ByRequest, TrafficError> {
     let streams = ctx.sql(&records_sql(window)).await?.execute_stream_partitioned().await?;
     let workers = streams.len().max(1);
-    let interner = Arc::new(Mutex::new(Interner::default()));
+    let catalog = Arc::new(Mutex::new(Catalog::default()));
     let key_hasher = KeyHasher::default();
     let scans: Vec<_> = streams
         .into_iter()
         .map(|mut stream| {
-            let mut scan = Scan::new(Arc::clone(&interner), key_hasher.clone());
+            let mut scan = Scan::new(Arc::clone(&catalog), key_hasher.clone());
             SpawnedTask::spawn(async move {
                 while let Some(batch) = stream.next().await {
                     scan.add(&batch?)?;
@@ -89,20 +90,21 @@ pub(super) async fn gather(ctx: &SessionContext, window: &Window) -> Result<ByRe
             }
         }
     }
-    let interner = Arc::new(Arc::into_inner(interner).and_then(|m| m.into_inner().ok()).unwrap_or_default());
+    // Every scan has ended, so the catalog is no longer shared.
+    let catalog = Arc::new(Arc::into_inner(catalog).and_then(|m| m.into_inner().ok()).unwrap_or_default());
 
     let per_worker = SHARDS.div_ceil(workers);
     let mut pairing = Vec::with_capacity(workers);
     while !shards.is_empty() {
         let batch: Vec<Vec<Reduced>> = shards.drain(..per_worker.min(shards.len())).collect();
-        let interner = Arc::clone(&interner);
+        let catalog = Arc::clone(&catalog);
         pairing.push(SpawnedTask::spawn_blocking(move || {
             let mut groups = Groups::default();
             let mut run = RunBuffers::default();
             for mut shard in batch {
                 shard.sort_unstable_by_key(|r| (r.key, r.timestamp));
                 for records in shard.chunk_by(|a, b| a.key == b.key) {
-                    run.pair(records, &interner, &mut groups);
+                    run.pair(records, &catalog, &mut groups);
                 }
             }
             groups
@@ -111,7 +113,7 @@ pub(super) async fn gather(ctx: &SessionContext, window: &Window) -> Result<ByRe
     for task in pairing {
         groups.merge(task.join_unwind().await.map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))?);
     }
-    Ok(groups.resolve(&interner))
+    Ok(groups.resolve(&catalog))
 }
 
 /// A record reduced to what pairing and try counting read.
@@ -136,8 +138,8 @@ impl Reduced {
 }
 
 /// The strings of a record that end up in its edge (and, for a server record, its method), the same for
-/// most records of a window, so interned once.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
+/// most records of a window, so numbered once: `S` is a [`StrId`] while the pass runs, `&str` after.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash)]
 struct Attributes<S> {
     source_namespace: Option<S>,
     source_workload: Option<S>,
@@ -152,83 +154,119 @@ struct Attributes<S> {
     method: Option<S>,
 }
 
-impl Attributes<Box<str>> {
-    fn borrowed(&self) -> Attributes<&str> {
-        fn b(s: &Option<Box<str>>) -> Option<&str> {
-            s.as_deref()
-        }
+impl Attributes<StrId> {
+    fn resolve<'a>(&self, catalog: &'a Catalog) -> Attributes<&'a str> {
+        let s = |id: Option<StrId>| id.map(|id| catalog.string(id));
         Attributes {
-            source_namespace: b(&self.source_namespace),
-            source_workload: b(&self.source_workload),
-            source_address: b(&self.source_address),
-            destination_service: b(&self.destination_service),
-            destination_namespace: b(&self.destination_namespace),
-            destination_workload: b(&self.destination_workload),
-            upstream_cluster: b(&self.upstream_cluster),
-            method: b(&self.method),
+            source_namespace: s(self.source_namespace),
+            source_workload: s(self.source_workload),
+            source_address: s(self.source_address),
+            destination_service: s(self.destination_service),
+            destination_namespace: s(self.destination_namespace),
+            destination_workload: s(self.destination_workload),
+            upstream_cluster: s(self.upstream_cluster),
+            method: s(self.method),
         }
     }
 }
 
-impl Attributes<&str> {
-    fn owned(&self) -> Attributes<Box<str>> {
-        let o = |s: Option<&str>| s.map(Box::from);
-        Attributes {
-            source_namespace: o(self.source_namespace),
-            source_workload: o(self.source_workload),
-            source_address: o(self.source_address),
-            destination_service: o(self.destination_service),
-            destination_namespace: o(self.destination_namespace),
-            destination_workload: o(self.destination_workload),
-            upstream_cluster: o(self.upstream_cluster),
-            method: o(self.method),
-        }
-    }
-}
+/// The number of a distinct string of the pass.
+type StrId = NonZeroU32;
 
-/// Distinct [`Attributes`], numbered in order of arrival.
+/// The strings and [`Attributes`] of the pass, numbered in order of arrival, shared by the scans.
 #[derive(Default)]
-struct Interner {
-    ids: HashTable<u32>,
-    values: Vec<Attributes<Box<str>>>,
+struct Catalog {
+    string_ids: HashTable<StrId>,
+    strings: Vec<Box<str>>,
+    attribute_ids: HashMap<Attributes<StrId>, u32>,
+    attributes: Vec<Attributes<StrId>>,
     hasher: DefaultHashBuilder,
 }
 
-impl Interner {
-    /// The id of `value` and whether it is new.
-    fn intern(&mut self, value: &Attributes<&str>) -> u32 {
-        let Interner { ids, values, hasher } = self;
+impl Catalog {
+    fn string_id(&mut self, value: &str) -> StrId {
+        let Catalog { string_ids, strings, hasher, .. } = self;
         let hash = hasher.hash_one(value);
-        if let Some(&id) = ids.find(hash, |&id| values[id as usize].borrowed() == *value) {
+        if let Some(&id) = string_ids.find(hash, |&id| &*strings[id.get() as usize - 1] == value) {
             return id;
         }
-        let id = u32::try_from(values.len()).unwrap_or(u32::MAX);
-        values.push(value.owned());
-        ids.insert_unique(hash, id, |&id| hasher.hash_one(values[id as usize].borrowed()));
+        strings.push(value.into());
+        let id = StrId::new(u32::try_from(strings.len()).unwrap_or(u32::MAX)).unwrap_or(StrId::MAX);
+        string_ids.insert_unique(hash, id, |&id| hasher.hash_one(&*strings[id.get() as usize - 1]));
         id
     }
 
-    fn get(&self, id: u32) -> Attributes<&str> {
-        self.values[id as usize].borrowed()
+    fn string(&self, id: StrId) -> &str {
+        &self.strings[id.get() as usize - 1]
+    }
+
+    fn attributes_id(&mut self, value: Attributes<StrId>) -> u32 {
+        let next = u32::try_from(self.attributes.len()).unwrap_or(u32::MAX);
+        *self.attribute_ids.entry(value).or_insert_with(|| {
+            self.attributes.push(value);
+            next
+        })
+    }
+
+    fn attributes(&self, id: u32) -> Attributes<&str> {
+        self.attributes[id as usize].resolve(self)
+    }
+
+    fn method(&self, attributes: u32) -> Option<StrId> {
+        self.attributes[attributes as usize].method
     }
 }
 
-/// A scan's view of the shared [`Interner`]: the ids it has seen, so the lock is taken once per distinct
-/// value, not once per record.
-struct LocalInterner {
-    local: Interner,
-    global_ids: Vec<u32>,
-    shared: Arc<Mutex<Interner>>,
+/// A scan's caches in front of the shared [`Catalog`], so that the lock is taken once per distinct
+/// string or attribute set the scan meets, not once per record.
+struct ScanCatalog {
+    shared: Arc<Mutex<Catalog>>,
+    strings: HashMap<Box<str>, StrId>,
+    attributes: HashMap<Attributes<StrId>, u32>,
+    /// The ids of the views of the column being read. Parquet's dictionary decoding gives every
+    /// occurrence of a value in a column chunk the same view, so most rows are found here without
+    /// reading their bytes. Only valid within one array: longer views point into its buffers.
+    views: HashMap<u128, StrId>,
 }
 
-impl LocalInterner {
-    fn intern(&mut self, value: &Attributes<&str>) -> u32 {
-        let local = self.local.intern(value) as usize;
-        if local == self.global_ids.len() {
-            let mut shared = self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.global_ids.push(shared.intern(value));
+impl ScanCatalog {
+    fn shared(&self) -> std::sync::MutexGuard<'_, Catalog> {
+        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn string_id(&mut self, value: &str) -> StrId {
+        if let Some(&id) = self.strings.get(value) {
+            return id;
         }
-        self.global_ids[local]
+        let id = self.shared().string_id(value);
+        self.strings.insert(value.into(), id);
+        id
+    }
+
+    /// The ids of a column's values, in `ids`.
+    fn column(&mut self, array: &StringViewArray, ids: &mut Vec<Option<StrId>>) {
+        self.views.clear();
+        ids.clear();
+        ids.extend(array.views().iter().enumerate().map(|(row, &view)| {
+            if array.is_null(row) {
+                return None;
+            }
+            if let Some(&id) = self.views.get(&view) {
+                return Some(id);
+            }
+            let id = self.string_id(array.value(row));
+            self.views.insert(view, id);
+            Some(id)
+        }));
+    }
+
+    fn attributes_id(&mut self, value: Attributes<StrId>) -> u32 {
+        if let Some(&id) = self.attributes.get(&value) {
+            return id;
+        }
+        let id = self.shared().attributes_id(value);
+        self.attributes.insert(value, id);
+        id
     }
 }
 
@@ -238,7 +276,7 @@ impl LocalInterner {
 struct KeyHasher(DefaultHashBuilder, DefaultHashBuilder);
 
 impl KeyHasher {
-    fn key(&self, request_id: &str, destination_service: &str) -> (u64, u64) {
+    fn key(&self, request_id: &str, destination_service: StrId) -> (u64, u64) {
         let key = (request_id, destination_service);
         (self.0.hash_one(key), self.1.hash_one(key))
     }
@@ -246,10 +284,14 @@ impl KeyHasher {
 
 /// One partition's scan: records with a key scattered over the shards, records without one counted at once.
 struct Scan {
-    interner: LocalInterner,
+    catalog: ScanCatalog,
     key_hasher: KeyHasher,
     shards: Vec<Vec<Reduced>>,
     groups: Groups,
+    /// Per column, the ids of the batch being read.
+    columns: [Vec<Option<StrId>>; 8],
+    /// mTLS values by id.
+    mtls: HashMap<StrId, Mtls>,
 }
 
 fn named<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, TrafficError> {
@@ -297,12 +339,19 @@ fn without_port(address: &str) -> &str {
 }
 
 impl Scan {
-    fn new(shared: Arc<Mutex<Interner>>, key_hasher: KeyHasher) -> Scan {
+    fn new(shared: Arc<Mutex<Catalog>>, key_hasher: KeyHasher) -> Scan {
         Scan {
-            interner: LocalInterner { local: Interner::default(), global_ids: Vec::new(), shared },
+            catalog: ScanCatalog {
+                shared,
+                strings: HashMap::default(),
+                attributes: HashMap::default(),
+                views: HashMap::default(),
+            },
             key_hasher,
             shards: (0..SHARDS).map(|_| Vec::new()).collect(),
             groups: Groups::default(),
+            columns: Default::default(),
+            mtls: HashMap::default(),
         }
     }
 
@@ -311,47 +360,65 @@ impl Scan {
         let inbound = column(batch, "inbound", &DataType::Boolean)?;
         let inbound: &BooleanArray = inbound.as_boolean();
         let timestamp = timestamps(batch)?;
-        let source_namespace = strings(batch, "source_namespace")?;
-        let source_workload = strings(batch, "source_workload")?;
         let remote_address = strings(batch, "downstream_remote_address")?;
-        let destination_service = strings(batch, "destination_service")?;
-        let destination_namespace = strings(batch, "destination_namespace")?;
-        let destination_workload = strings(batch, "destination_workload")?;
-        let upstream_cluster = strings(batch, "upstream_cluster")?;
-        let method = strings(batch, "method")?;
-        let mtls = strings(batch, "mtls")?;
         let status = primitives::<UInt16Type>(batch, "status")?;
         let duration_ms = primitives::<UInt64Type>(batch, "duration_ms")?;
         let attempts = primitives::<UInt32Type>(batch, "attempts")?;
+        let names = [
+            "source_namespace",
+            "source_workload",
+            "destination_service",
+            "destination_namespace",
+            "destination_workload",
+            "upstream_cluster",
+            "method",
+            "mtls",
+        ];
+        for (name, ids) in names.into_iter().zip(&mut self.columns) {
+            self.catalog.column(&strings(batch, name)?, ids);
+        }
+        let [
+            source_namespace,
+            source_workload,
+            destination_service,
+            destination_namespace,
+            destination_workload,
+            upstream_cluster,
+            method,
+            mtls,
+        ] = &self.columns;
 
         for row in 0..batch.num_rows() {
             let server = inbound.is_valid(row) && inbound.value(row);
-            let source_workload = value(&source_workload, row);
+            let source_address = match (server, source_workload[row]) {
+                (true, None) => value(&remote_address, row).map(|a| self.catalog.string_id(without_port(a))),
+                _ => None,
+            };
             let attributes = Attributes {
-                source_namespace: value(&source_namespace, row),
-                source_workload,
-                source_address: match (server, source_workload) {
-                    (true, None) => value(&remote_address, row).map(without_port),
-                    _ => None,
-                },
-                destination_service: value(&destination_service, row),
-                destination_namespace: value(&destination_namespace, row),
-                destination_workload: value(&destination_workload, row),
-                upstream_cluster: if server { value(&upstream_cluster, row) } else { None },
-                method: if server { value(&method, row) } else { None },
+                source_namespace: source_namespace[row],
+                source_workload: source_workload[row],
+                source_address,
+                destination_service: destination_service[row],
+                destination_namespace: destination_namespace[row],
+                destination_workload: destination_workload[row],
+                upstream_cluster: upstream_cluster[row].filter(|_| server),
+                method: method[row].filter(|_| server),
             };
             let key = match (value(&request_id, row), attributes.destination_service) {
                 (Some(id), Some(service)) => Some(self.key_hasher.key(id, service)),
                 _ => None,
             };
+            let mtls = mtls[row].map_or(Mtls::Unknown, |id| {
+                *self.mtls.entry(id).or_insert_with(|| self.catalog.shared().string(id).parse().unwrap_or_default())
+            });
             let record = Reduced {
                 key: key.unwrap_or_default(),
                 timestamp: timestamp.value(row),
                 duration_ms: duration_ms.is_valid(row).then(|| duration_ms.value(row)),
                 attempts: attempts.is_valid(row).then(|| attempts.value(row)),
-                attributes: self.interner.intern(&attributes),
+                attributes: self.catalog.attributes_id(attributes),
                 status: status.is_valid(row).then(|| status.value(row)),
-                mtls: value(&mtls, row).and_then(|m| m.parse().ok()).unwrap_or_default(),
+                mtls,
                 server,
             };
             match key {
@@ -439,11 +506,11 @@ impl Groups {
     }
 
     /// The groups with their strings, merged by what the analyses tell apart.
-    fn resolve(self, interner: &Interner) -> ByRequest {
+    fn resolve(self, catalog: &Catalog) -> ByRequest {
         let mut edges: BTreeMap<EdgeKey, EdgeRow> = BTreeMap::new();
         for (group, counts) in self.pairs {
-            let client = group.client.map(|id| interner.get(id)).unwrap_or_default();
-            let server = group.server.map(|id| interner.get(id)).unwrap_or_default();
+            let client = group.client.map(|id| catalog.attributes(id)).unwrap_or_default();
+            let server = group.server.map(|id| catalog.attributes(id)).unwrap_or_default();
             let owned = |s: Option<&str>| s.map(str::to_owned);
             let key = EdgeKey {
                 source_namespace: owned(client.source_namespace.or(server.source_namespace)),
@@ -461,7 +528,7 @@ impl Groups {
 
         let mut retries: BTreeMap<(String, Option<String>), Retries> = BTreeMap::new();
         for (id, counts) in self.retries {
-            let attributes = interner.get(id);
+            let attributes = catalog.attributes(id);
             let Some(service) = attributes.destination_service else { continue };
             let into = retries.entry((service.to_owned(), attributes.method.map(str::to_owned))).or_default();
             into.requests += counts.requests;
@@ -516,7 +583,7 @@ impl Tries {
 
 impl RunBuffers {
     /// Pairs `records`, which share a key and are in time order, and counts their tries.
-    fn pair(&mut self, records: &[Reduced], interner: &Interner, groups: &mut Groups) {
+    fn pair(&mut self, records: &[Reduced], catalog: &Catalog, groups: &mut Groups) {
         self.clients.clear();
         self.servers.clear();
         for (index, record) in records.iter().enumerate() {
@@ -528,8 +595,8 @@ impl RunBuffers {
             for &s in &self.servers {
                 let server = &records[s];
                 groups.alone(server);
-                let method = interner.get(server.attributes).method;
-                let known = self.methods.iter().position(|t| interner.get(t.attributes).method == method);
+                let method = catalog.method(server.attributes);
+                let known = self.methods.iter().position(|t| catalog.method(t.attributes) == method);
                 let index = known.unwrap_or_else(|| {
                     self.methods.push(Tries::new(server));
                     self.methods.len() - 1

@@ -21,6 +21,7 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
 use datafusion::prelude::SessionContext;
+use hashbrown::DefaultHashBuilder;
 use meshlens_model::mesh::k8s::{HttpIngressPath, Ingress};
 use meshlens_model::mesh::meta::labels_match;
 use meshlens_model::mesh::networking::{HttpMatchRequest, HttpRoute, StringMatch, VirtualService};
@@ -28,7 +29,7 @@ use meshlens_model::mesh::{Kind, MeshConfig, Resource, WorkloadRef, host_matches
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::{Arc, PoisonError, RwLock};
 
 /// Failures observed on a set of requests, by kind.
@@ -702,7 +703,8 @@ const ROUTE_UDF: &str = "meshlens_route";
 struct RouteUdf {
     mesh: Arc<MeshConfig>,
     signature: Signature,
-    hasher: RandomState,
+    /// foldhash: the scan hashes every row's key, eight strings, so SipHash would cost a visible share of it.
+    hasher: DefaultHashBuilder,
     memo: RwLock<RouteMemo>,
 }
 
@@ -710,7 +712,7 @@ struct RouteUdf {
 struct RouteMemo {
     matcher: Matcher,
     /// Codes by the key's hash; keys with the same hash share the bucket.
-    codes: HashMap<u64, Vec<(OwnedRouteKey, i32)>>,
+    codes: hashbrown::HashMap<u64, Vec<(OwnedRouteKey, i32)>>,
 }
 
 impl RouteMemo {
@@ -724,7 +726,7 @@ impl RouteUdf {
         RouteUdf {
             mesh: Arc::new(mesh.clone()),
             signature: Signature::any(8, Volatility::Immutable),
-            hasher: RandomState::new(),
+            hasher: DefaultHashBuilder::default(),
             memo: RwLock::new(RouteMemo::default()),
         }
     }
