@@ -35,6 +35,20 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
+// Header names as constants: a `&str` name passed to `HeaderMap::insert` is copied into a new allocation
+// on every request.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
+const X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+const X_ENVOY_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+/// Header an Istio sidecar sends to name its workload (`sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.DOMAIN`).
+const PEER_METADATA_ID: HeaderName = HeaderName::from_static("x-envoy-peer-metadata-id");
+
 /// Which side of a proxy a request crossed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -290,14 +304,13 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let headers = request.headers_mut();
-        let has_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).is_some_and(|v| !v.trim().is_empty());
+        let has_id = headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).is_some_and(|v| !v.trim().is_empty());
         if !has_id && let Ok(id) = HeaderValue::try_from(uuid_v4()) {
-            headers.insert("x-request-id", id);
+            headers.insert(X_REQUEST_ID, id);
         }
         // This hop's server span continues the caller's trace, or starts one. Sampling is parent-based: a
         // caller's decision stands; a new trace is sampled at the configured ratio when spans are exported.
-        let incoming =
-            headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceContext::parse_traceparent);
+        let incoming = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceContext::parse_traceparent);
         let trace = match incoming {
             Some((trace_id, parent, sampled)) => {
                 TraceContext { trace_id, span_id: new_span_id(), parent_span_id: Some(parent), sampled }
@@ -311,7 +324,7 @@ where
         };
         // Upstream attempts replace it with their client span (see `Forward`); mirrors keep this one.
         if let Ok(value) = HeaderValue::try_from(trace.traceparent(trace.span_id)) {
-            headers.insert("traceparent", value);
+            headers.insert(TRACEPARENT, value);
         }
         request.extensions_mut().insert(trace);
         self.inner.call(request)
@@ -380,7 +393,7 @@ impl PendingLog {
             Side::Inbound => {
                 // The client's workload comes from the peer metadata id its sidecar sent, trusted only
                 // when it names the namespace of the certificate the client authenticated with.
-                let metadata = header(PEER_METADATA_ID).and_then(|id| parse_peer_id(&id));
+                let metadata = header(PEER_METADATA_ID.as_str()).and_then(|id| parse_peer_id(&id));
                 let metadata = metadata.filter(|(_, ns)| peer.as_ref().is_some_and(|p| p.namespace() == ns));
                 (
                     metadata.as_ref().map(|(w, _)| w.clone()),
@@ -428,7 +441,7 @@ impl PendingLog {
     fn with_response(mut self, status: StatusCode, headers: &http::HeaderMap) -> PendingLog {
         self.record.status = Some(status.as_u16());
         self.record.upstream_service_time_ms =
-            headers.get("x-envoy-upstream-service-time").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+            headers.get(X_ENVOY_UPSTREAM_SERVICE_TIME).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         self
     }
 
@@ -662,9 +675,6 @@ service!(Authorize<S>(Request<Bytes>) -> ProxyError, |this, request| {
     this.inner.oneshot(request).await
 });
 
-/// Header an Istio sidecar sends to name its workload (`sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.DOMAIN`).
-const PEER_METADATA_ID: &str = "x-envoy-peer-metadata-id";
-
 /// `(workload, namespace)` from a peer metadata id.
 fn parse_peer_id(id: &str) -> Option<(String, String)> {
     let mut parts = id.split('~');
@@ -821,7 +831,7 @@ where
                 let path = request.uri().path().to_owned();
                 if let Some(new_path) = rewrite.path(&path, request.uri().query(), &matched.rewrite_prefix) {
                     if let Ok(original) = HeaderValue::try_from(path) {
-                        request.headers_mut().insert("x-envoy-original-path", original);
+                        request.headers_mut().insert(X_ENVOY_ORIGINAL_PATH, original);
                     }
                     set_path(&mut request, &new_path);
                 }
@@ -982,12 +992,17 @@ service!(Retries<S>(Request<Bytes>) -> ProxyError, |this, request| {
     let mut previous = PreviousHosts::default();
     let mut attempt = 0u32;
     let mut _retry_permit = None;
+    let mut request = request;
     loop {
         attempt += 1;
-        let mut try_request = clone_request(&request);
-        try_request.extensions_mut().insert(previous.clone());
-        if attempt > 1 && let Ok(count) = HeaderValue::try_from(attempt.to_string()) {
-            try_request.headers_mut().insert("x-envoy-attempt-count", count);
+        let last = attempt > policy.retries;
+        // Every attempt but the last sends a copy; the last sends the request itself.
+        let mut try_request = if last { std::mem::take(&mut request) } else { clone_request(&request) };
+        if attempt > 1 {
+            try_request.extensions_mut().insert(previous.clone());
+            if let Ok(count) = HeaderValue::try_from(attempt.to_string()) {
+                try_request.headers_mut().insert(X_ENVOY_ATTEMPT_COUNT, count);
+            }
         }
         let call = this.inner.clone().oneshot(try_request);
         let result = match policy.per_try_timeout {
@@ -1002,7 +1017,7 @@ service!(Retries<S>(Request<Bytes>) -> ProxyError, |this, request| {
         });
         let retriable = match &result {
             Ok(response) => {
-                let grpc = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+                let grpc = response.headers().get(GRPC_STATUS).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
                 policy.on.retry_status(response.status(), grpc)
             }
             Err(error) => policy.on.retry_error(error),
@@ -1010,7 +1025,7 @@ service!(Retries<S>(Request<Bytes>) -> ProxyError, |this, request| {
         if !retriable {
             return result;
         }
-        if attempt > policy.retries {
+        if last {
             if policy.retries > 0 {
                 info.update(|i| i.flags.push("URX"));
             }
@@ -1152,7 +1167,7 @@ impl Forward {
         let url = format!("http://{}{path}", host.unwrap_or(&picked.spec.authority));
         let resend = request
             .headers()
-            .get("x-envoy-attempt-count")
+            .get(X_ENVOY_ATTEMPT_COUNT)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<i64>().ok())
             .map(|attempt| attempt - 1);
@@ -1164,7 +1179,7 @@ impl Forward {
             .int("server.port", port.map(i64::from))
             .str("upstream_cluster", Some(&cluster.spec.name))
             .str("upstream_address", Some(&picked.spec.authority))
-            .str("guid:x-request-id", request.headers().get("x-request-id").and_then(|v| v.to_str().ok()))
+            .str("guid:x-request-id", request.headers().get(X_REQUEST_ID).and_then(|v| v.to_str().ok()))
             .int("http.request.resend_count", resend)
             .bool("connection.mtls", Some(mtls))
             .str("source.principal", self.me.principal.as_deref().filter(|_| mtls))
@@ -1225,7 +1240,7 @@ impl Service<Request<Bytes>> for Forward {
             if let Some(trace) = request.extensions().get::<TraceContext>().copied() {
                 let span_id = new_span_id();
                 if let Ok(value) = HeaderValue::try_from(trace.traceparent(span_id)) {
-                    request.headers_mut().insert("traceparent", value);
+                    request.headers_mut().insert(TRACEPARENT, value);
                 }
                 if trace.sampled {
                     span = this.client_span(&request, &trace, span_id, &cluster, &picked, &info);
@@ -1248,7 +1263,7 @@ impl Service<Request<Bytes>> for Forward {
                 i.upstream_local = local.or_else(|| response.extensions().get::<UpstreamLocal>().map(|l| l.0.clone()));
             });
             if let Ok(value) = HeaderValue::try_from(elapsed.as_millis().to_string()) {
-                response.headers_mut().insert("x-envoy-upstream-service-time", value);
+                response.headers_mut().insert(X_ENVOY_UPSTREAM_SERVICE_TIME, value);
             }
             if let Some(span) = span {
                 let status = response.status();
@@ -1286,7 +1301,7 @@ fn prepare_upstream_request(request: &mut Request<Bytes>, side: Side, me: &SelfI
             if let Some(conn) = &conn {
                 append_forwarded_for(headers, conn.remote);
                 let proto = if conn.tls { "https" } else { "http" };
-                headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+                headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
             }
         }
         Side::Outbound => {
@@ -1302,24 +1317,29 @@ fn prepare_upstream_request(request: &mut Request<Bytes>, side: Side, me: &SelfI
         Side::Inbound => {
             headers.remove(PEER_METADATA_ID);
             // Istio's sidecar tells the application who called (SANITIZE_SET).
-            headers.remove("x-forwarded-client-cert");
+            headers.remove(X_FORWARDED_CLIENT_CERT);
             if let (Some(peer), Some(me)) = (conn.as_ref().and_then(|c| c.peer.as_ref()), &me.principal)
                 && let Ok(xfcc) = HeaderValue::try_from(format!("By={me};URI={peer}"))
             {
-                headers.insert("x-forwarded-client-cert", xfcc);
+                headers.insert(X_FORWARDED_CLIENT_CERT, xfcc);
             }
         }
     }
 }
 
 fn append_forwarded_for(headers: &mut http::HeaderMap, remote: SocketAddr) {
-    let ip = remote.ip().to_string();
-    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {ip}"),
-        None => ip,
-    };
+    use std::fmt::Write;
+    let existing = headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
+    // One allocation, sized for the longest IPv6 address.
+    let mut value = String::with_capacity(existing.map_or(0, |e| e.len() + 2) + 39);
+    if let Some(existing) = existing {
+        value.push_str(existing);
+        value.push_str(", ");
+    }
+    // Writing to a String cannot fail.
+    let _ = write!(value, "{}", remote.ip());
     if let Ok(value) = HeaderValue::try_from(value) {
-        headers.insert("x-forwarded-for", value);
+        headers.insert(X_FORWARDED_FOR, value);
     }
 }
 
