@@ -91,7 +91,9 @@ pub(super) async fn gather(ctx: &SessionContext, window: &Window) -> Result<ByRe
         }
     }
     // Every scan has ended, so the catalog is no longer shared.
-    let catalog = Arc::new(Arc::into_inner(catalog).and_then(|m| m.into_inner().ok()).unwrap_or_default());
+    let catalog = Arc::into_inner(catalog)
+        .ok_or_else(|| DataFusionError::Internal("a scan of the request pairing outlived it".into()))?;
+    let catalog = Arc::new(catalog.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner));
 
     let per_worker = SHARDS.div_ceil(workers);
     let mut pairing = Vec::with_capacity(workers);
