@@ -500,10 +500,7 @@ impl Groups {
             into.errors += counts.errors;
         }
         for (attributes, retries) in other.retries {
-            let into = self.retries.entry(attributes).or_default();
-            into.requests += retries.requests;
-            into.retried += retries.retried;
-            into.max_tries = into.max_tries.max(retries.max_tries);
+            add_retries(self.retries.entry(attributes).or_default(), &retries);
         }
     }
 
@@ -532,10 +529,10 @@ impl Groups {
         for (id, counts) in self.retries {
             let attributes = catalog.attributes(id);
             let Some(service) = attributes.destination_service else { continue };
-            let into = retries.entry((service.to_owned(), attributes.method.map(str::to_owned))).or_default();
-            into.requests += counts.requests;
-            into.retried += counts.retried;
-            into.max_tries = into.max_tries.max(counts.max_tries);
+            add_retries(
+                retries.entry((service.to_owned(), attributes.method.map(str::to_owned))).or_default(),
+                &counts,
+            );
         }
         ByRequest {
             pairs: edges.into_values().collect(),
@@ -545,6 +542,12 @@ impl Groups {
                 .collect(),
         }
     }
+}
+
+fn add_retries(into: &mut Retries, other: &Retries) {
+    into.requests += other.requests;
+    into.retried += other.retried;
+    into.max_tries = into.max_tries.max(other.max_tries);
 }
 
 /// Scratch space for pairing the records of one key, reused from key to key.
