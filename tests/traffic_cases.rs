@@ -99,6 +99,7 @@ fn key_figures(report: &Value) -> Value {
             "services": each(&report["resilience"]["services"], |s| {
                 let mut service = pick(s, &["service", "requests", "retries", "retry_rate", "gaps"]);
                 service["failures"] = non_zero(&s["failures"]);
+                service["bursts"] = non_zero(&s["bursts"]);
                 service["p99.9_ms"] = s["latency"]["p999_ms"].clone();
                 Some(service)
             }),

@@ -118,17 +118,12 @@ struct Evidence {
 }
 
 impl Evidence {
-    /// Runs the queries concurrently: each is a separate scan and aggregation, and together they keep
-    /// every core busy where one alone has serial stretches (planning, final aggregation, decoding).
+    /// Runs the two scans concurrently: together they keep every core busy where one alone has serial
+    /// stretches (planning, final aggregation, decoding).
     async fn gather(ctx: &SessionContext, mesh: &MeshConfig, window: &Window) -> Result<Evidence, TrafficError> {
-        let (by_request, client, server_latency, bursts, endpoints) = futures::try_join!(
-            pairing::gather(ctx, window),
-            routes::client_traffic(ctx, mesh, window),
-            resilience::server_latency(ctx, window),
-            resilience::bursts(ctx, window),
-            recommend::endpoints(ctx, window),
-        )?;
-        let pairing::ByRequest { pairs, retries } = by_request;
+        let (by_request, client) =
+            futures::try_join!(pairing::gather(ctx, window), routes::client_traffic(ctx, mesh, window))?;
+        let pairing::ByRequest { pairs, retries, server_latency, bursts, endpoints } = by_request;
         Ok(Evidence { pairs, client, server_latency, retries, bursts, endpoints })
     }
 }
@@ -163,12 +158,6 @@ pub fn requests_context(records: &[RequestRecord]) -> Result<SessionContext, Tra
     let ctx = SessionContext::new();
     ctx.register_table(table_kind.name(), Arc::new(table))?;
     Ok(ctx)
-}
-
-/// Runs `sql` and decodes each result row (by column name) into a `T`. Aggregated results are small, and
-/// going through Arrow's JSON writer keeps the decoding declarative (`#[derive(Deserialize)]`).
-async fn rows<T: DeserializeOwned>(ctx: &SessionContext, sql: &str) -> Result<Vec<T>, TrafficError> {
-    decode(&ctx.sql(sql).await?.collect().await?)
 }
 
 /// Decodes each row of `batches` (by column name) into a `T`.

@@ -1,6 +1,8 @@
 //! The analyses keyed by request, in one pass over the window: pairing each request's client and server
 //! records ([`mtls`](super::mtls) coverage, and each edge's errors and latency) and counting the tries
-//! each destination logged per request ([`resilience`](super::resilience)'s retries).
+//! each destination logged per request ([`resilience`](super::resilience)'s retries). The same pass
+//! tallies what else is read off these records per destination service ([`Tallies`]: server latency,
+//! error bursts, errors per endpoint), so the window's files are decoded once for all of it.
 //!
 //! Both group a window's records by request id. As SQL that is a hash join of the client and server sides
 //! on two strings, a grouping of the joined rows by nine columns, and a second grouping by request id: two
@@ -17,7 +19,9 @@
 //! Where only the destination logged, its records of one key and method are the tries of one request.
 
 use super::mtls::{EdgeKey, EdgeRow};
-use super::resilience::{Retries, RetryRow};
+use super::recommend::EndpointRow;
+use super::resilience::{BURST_MIN_ERRORS, BURST_SECONDS, BurstRow, Bursts, Retries, RetryRow};
+use super::stats::{Histogram, Latency};
 use super::{TrafficError, Window};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, PrimitiveArray, RecordBatch, StringViewArray};
 use datafusion::arrow::compute::cast;
@@ -44,6 +48,12 @@ pub(super) struct ByRequest {
     pub pairs: Vec<EdgeRow>,
     /// Tries per request as the destinations saw them, by destination service and method.
     pub retries: Vec<RetryRow>,
+    /// Server-side latency per destination service.
+    pub server_latency: BTreeMap<String, Latency>,
+    /// 5xx bursts per destination service, for services with at least one.
+    pub bursts: Vec<BurstRow>,
+    /// Client calls and server errors per endpoint (upstream host) of each destination service.
+    pub endpoints: Vec<EndpointRow>,
 }
 
 /// The records the pass reads: every server record, and client records that name their destination.
@@ -51,7 +61,7 @@ fn records_sql(window: &Window) -> String {
     format!(
         "SELECT request_id, direction = 'inbound' AS inbound, timestamp, source_namespace, source_workload,
                 downstream_remote_address, destination_service, destination_namespace, destination_workload,
-                upstream_cluster, method, mtls, status, duration_ms, attempts
+                upstream_cluster, upstream_host, method, mtls, status, duration_ms, attempts
          FROM requests
          WHERE {} AND (direction = 'inbound' OR (direction = 'outbound' AND destination_service IS NOT NULL))",
         window.sql()
@@ -79,9 +89,11 @@ pub(super) async fn gather(ctx: &SessionContext, window: &Window) -> Result<ByRe
 
     let mut shards: Vec<Vec<Reduced>> = (0..SHARDS).map(|_| Vec::new()).collect();
     let mut groups = Groups::default();
+    let mut tallies = Tallies::default();
     for scan in scans {
         let scan = scan.join_unwind().await.map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))??;
         groups.merge(scan.groups);
+        tallies.merge(scan.tallies);
         for (shard, mut records) in shards.iter_mut().zip(scan.shards) {
             if shard.is_empty() {
                 *shard = records;
@@ -115,7 +127,7 @@ pub(super) async fn gather(ctx: &SessionContext, window: &Window) -> Result<ByRe
     for task in pairing {
         groups.merge(task.join_unwind().await.map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))?);
     }
-    Ok(groups.resolve(&catalog))
+    Ok(groups.resolve(&catalog, tallies))
 }
 
 /// A record reduced to what pairing and try counting read.
@@ -290,8 +302,9 @@ struct Scan {
     key_hasher: KeyHasher,
     shards: Vec<Vec<Reduced>>,
     groups: Groups,
+    tallies: Tallies,
     /// Per column, the ids of the batch being read.
-    columns: [Vec<Option<StrId>>; 8],
+    columns: [Vec<Option<StrId>>; 9],
     /// mTLS values by id.
     mtls: HashMap<StrId, Mtls>,
 }
@@ -352,6 +365,7 @@ impl Scan {
             key_hasher,
             shards: (0..SHARDS).map(|_| Vec::new()).collect(),
             groups: Groups::default(),
+            tallies: Tallies::default(),
             columns: Default::default(),
             mtls: HashMap::default(),
         }
@@ -373,6 +387,7 @@ impl Scan {
             "destination_namespace",
             "destination_workload",
             "upstream_cluster",
+            "upstream_host",
             "method",
             "mtls",
         ];
@@ -386,6 +401,7 @@ impl Scan {
             destination_namespace,
             destination_workload,
             upstream_cluster,
+            upstream_host,
             method,
             mtls,
         ] = &self.columns;
@@ -423,6 +439,9 @@ impl Scan {
                 mtls,
                 server,
             };
+            if let Some(service) = attributes.destination_service {
+                self.tallies.add(service, &record, upstream_host[row]);
+            }
             match key {
                 Some((high, _)) => self.shards[(high >> 56) as usize % SHARDS].push(record),
                 None => self.groups.alone(&record),
@@ -504,8 +523,8 @@ impl Groups {
         }
     }
 
-    /// The groups with their strings, merged by what the analyses tell apart.
-    fn resolve(self, catalog: &Catalog) -> ByRequest {
+    /// The groups with their strings, merged by what the analyses tell apart, and the tallies.
+    fn resolve(self, catalog: &Catalog, tallies: Tallies) -> ByRequest {
         let mut edges: BTreeMap<EdgeKey, EdgeRow> = BTreeMap::new();
         for (group, counts) in self.pairs {
             let client = group.client.map(|id| catalog.attributes(id)).unwrap_or_default();
@@ -534,13 +553,100 @@ impl Groups {
                 &counts,
             );
         }
+        let (server_latency, bursts, endpoints) = tallies.resolve(catalog);
         ByRequest {
             pairs: edges.into_values().collect(),
             retries: retries
                 .into_iter()
                 .map(|((destination_service, method), retries)| RetryRow { destination_service, method, retries })
                 .collect(),
+            server_latency,
+            bursts,
+            endpoints,
         }
+    }
+}
+
+/// Per destination service, what single records tell, counted while the pass reads them.
+#[derive(Default)]
+struct Tallies {
+    /// Server records by (service, duration ms): the server-side latency.
+    server_durations: HashMap<(StrId, u64), u64>,
+    /// Failed client calls by (service, bucket of [`BURST_SECONDS`] since the epoch).
+    failures_per_bucket: HashMap<(StrId, i64), u64>,
+    /// Client calls and their failures by (service, upstream host).
+    endpoints: HashMap<(StrId, StrId), (u64, u64)>,
+}
+
+impl Tallies {
+    /// Counts `record`, to `service`, that reached `upstream_host` if it says so.
+    fn add(&mut self, service: StrId, record: &Reduced, upstream_host: Option<StrId>) {
+        if record.server {
+            if let Some(duration) = record.duration_ms {
+                *self.server_durations.entry((service, duration)).or_default() += 1;
+            }
+            return;
+        }
+        let failed = record.failed();
+        if failed {
+            let bucket = record.timestamp.div_euclid(i64::from(BURST_SECONDS) * 1_000_000);
+            *self.failures_per_bucket.entry((service, bucket)).or_default() += 1;
+        }
+        if let Some(host) = upstream_host {
+            let (calls, errors) = self.endpoints.entry((service, host)).or_default();
+            *calls += 1;
+            *errors += u64::from(failed);
+        }
+    }
+
+    fn merge(&mut self, other: Tallies) {
+        for (key, count) in other.server_durations {
+            *self.server_durations.entry(key).or_default() += count;
+        }
+        for (key, count) in other.failures_per_bucket {
+            *self.failures_per_bucket.entry(key).or_default() += count;
+        }
+        for (key, (calls, errors)) in other.endpoints {
+            let into = self.endpoints.entry(key).or_default();
+            into.0 += calls;
+            into.1 += errors;
+        }
+    }
+
+    fn resolve(self, catalog: &Catalog) -> (BTreeMap<String, Latency>, Vec<BurstRow>, Vec<EndpointRow>) {
+        let mut histograms: BTreeMap<&str, Histogram> = BTreeMap::new();
+        for ((service, duration), count) in self.server_durations {
+            histograms.entry(catalog.string(service)).or_default().add(duration, count);
+        }
+        let latency =
+            histograms.into_iter().filter_map(|(service, h)| Some((service.to_owned(), Latency::of(&h)?))).collect();
+
+        let mut bursts: BTreeMap<&str, Bursts> = BTreeMap::new();
+        for ((service, _), errors) in self.failures_per_bucket {
+            if errors >= BURST_MIN_ERRORS {
+                let service = bursts.entry(catalog.string(service)).or_default();
+                service.windows += 1;
+                service.worst = service.worst.max(errors);
+            }
+        }
+        let bursts = bursts
+            .into_iter()
+            .map(|(service, bursts)| BurstRow { destination_service: service.to_owned(), bursts })
+            .collect();
+
+        let mut endpoints: Vec<EndpointRow> = self
+            .endpoints
+            .into_iter()
+            .map(|((service, _), (requests, errors))| EndpointRow {
+                destination_service: catalog.string(service).to_owned(),
+                requests,
+                errors,
+            })
+            .collect();
+        endpoints.sort_by(|a, b| {
+            (&a.destination_service, a.requests, a.errors).cmp(&(&b.destination_service, b.requests, b.errors))
+        });
+        (latency, bursts, endpoints)
     }
 }
 

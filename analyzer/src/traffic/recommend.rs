@@ -21,15 +21,14 @@
 use super::resilience::{ResilienceReport, destination_rule};
 use super::routes::{Failures, RouteKind, RouteReport, route_table};
 use super::stats::{Confidence, Latency, round_up_readable_ms};
-use super::{Evidence, TrafficError, TrafficOptions, Window, rows};
-use datafusion::prelude::SessionContext;
+use super::{Evidence, TrafficOptions};
 use meshlens_model::mesh::networking::{
     Destination, DestinationRule, DestinationRuleSpec, HttpRetry, HttpRoute, HttpRouteDestination, OutlierDetection,
     TrafficPolicy, VirtualService, VirtualServiceSpec,
 };
 use meshlens_model::mesh::{Duration, MeshConfig, ObjectMeta, resolve_host};
 use meshlens_model::names::service_fqdn_parts;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// What a recommendation sets.
@@ -68,24 +67,12 @@ const HIGH_FAILURE_RATE: f64 = 0.1;
 /// Highest acceptable chance that a healthy endpoint trips outlier detection on a run of errors.
 const FALSE_EJECTION: f64 = 1e-4;
 
-#[derive(Debug, Deserialize)]
+/// Client calls and server errors at one endpoint (upstream host) of a service, as its callers saw them.
+#[derive(Debug)]
 pub(super) struct EndpointRow {
-    destination_service: String,
-    requests: u64,
-    errors: u64,
-}
-
-/// Requests and server errors per endpoint (upstream host) of each service, as its callers saw them.
-pub(super) async fn endpoints(ctx: &SessionContext, window: &Window) -> Result<Vec<EndpointRow>, TrafficError> {
-    let sql = format!(
-        "SELECT destination_service, upstream_host, COUNT(*) AS requests,
-                SUM(CASE WHEN status IS NULL OR status >= 500 THEN 1 ELSE 0 END) AS errors
-         FROM requests
-         WHERE {} AND direction = 'outbound' AND destination_service IS NOT NULL AND upstream_host IS NOT NULL
-         GROUP BY destination_service, upstream_host",
-        window.sql()
-    );
-    rows(ctx, &sql).await
+    pub(super) destination_service: String,
+    pub(super) requests: u64,
+    pub(super) errors: u64,
 }
 
 /// A resource being changed, and the recommendations that change it.

@@ -9,15 +9,14 @@
 
 use super::codes::{ML2007, ML2008, ML2009, ML2010, ML2011, ML2012};
 use super::routes::{Failures, RouteKind, RouteReport, route_table};
-use super::stats::{Histogram, Latency};
-use super::{Evidence, TrafficError, Window, find_workload, finding, rows, service_resource};
+use super::stats::Latency;
+use super::{Evidence, find_workload, finding, service_resource};
 use crate::Finding;
-use datafusion::prelude::SessionContext;
 use meshlens_model::mesh::meta::labels_match;
 use meshlens_model::mesh::networking::{DestinationRule, HttpRetry, HttpRoute, TrafficPolicy};
 use meshlens_model::mesh::{Duration, MeshConfig, WorkloadRef};
 use meshlens_model::names::service_fqdn_parts;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Server errors within one bucket of this many seconds that make a burst: Istio's default outlier
@@ -58,7 +57,7 @@ pub struct Retries {
     pub max_tries: u64,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Bursts {
     /// Buckets of [`BURST_SECONDS`] with at least [`BURST_MIN_ERRORS`] server errors.
     pub windows: u64,
@@ -122,54 +121,12 @@ pub(super) struct RetryRow {
     pub(super) retries: Retries,
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct BurstRow {
-    destination_service: String,
-    #[serde(flatten)]
-    bursts: Bursts,
-}
-
-#[derive(Debug, Deserialize)]
-struct DurationRow {
-    destination_service: String,
-    duration_ms: u64,
-    requests: u64,
-}
-
-/// Server-side latency per destination service, from a histogram of durations (exact percentiles).
-pub(super) async fn server_latency(
-    ctx: &SessionContext,
-    window: &Window,
-) -> Result<BTreeMap<String, Latency>, TrafficError> {
-    let sql = format!(
-        "SELECT destination_service, duration_ms, COUNT(*) AS requests FROM requests
-         WHERE {} AND direction = 'inbound' AND destination_service IS NOT NULL AND duration_ms IS NOT NULL
-         GROUP BY destination_service, duration_ms",
-        window.sql()
-    );
-    let rows: Vec<DurationRow> = rows(ctx, &sql).await?;
-    let mut histograms: BTreeMap<String, Histogram> = BTreeMap::new();
-    for row in rows {
-        histograms.entry(row.destination_service).or_default().add(row.duration_ms, row.requests);
-    }
-    Ok(histograms.into_iter().filter_map(|(service, h)| Some((service, Latency::of(&h)?))).collect())
-}
-
 /// Buckets of [`BURST_SECONDS`] in which a service's callers saw at least [`BURST_MIN_ERRORS`] server
 /// errors.
-pub(super) async fn bursts(ctx: &SessionContext, window: &Window) -> Result<Vec<BurstRow>, TrafficError> {
-    let sql = format!(
-        "SELECT destination_service, COUNT(*) AS windows, MAX(errors) AS worst
-         FROM (SELECT destination_service, date_bin(INTERVAL '{BURST_SECONDS} seconds', timestamp) AS bucket,
-                      COUNT(*) AS errors
-               FROM requests
-               WHERE {} AND direction = 'outbound' AND destination_service IS NOT NULL
-                 AND (status IS NULL OR status >= 500)
-               GROUP BY destination_service, date_bin(INTERVAL '{BURST_SECONDS} seconds', timestamp))
-         WHERE errors >= {BURST_MIN_ERRORS} GROUP BY destination_service",
-        window.sql()
-    );
-    rows(ctx, &sql).await
+#[derive(Debug)]
+pub(super) struct BurstRow {
+    pub(super) destination_service: String,
+    pub(super) bursts: Bursts,
 }
 
 /// HTTP routes bound to `mesh` that serve `host`, with the VirtualService's namespace.
