@@ -1,6 +1,11 @@
 //! Upstream clusters: the endpoints behind one `outbound|PORT|SUBSET|HOST`, with the DestinationRule traffic
 //! policy that governs them — load balancing, connection-pool limits (circuit breaking), outlier detection
-//! and TLS origination — and a pooled HTTP client per cluster.
+//! and TLS origination — and a pool of upstream connections per endpoint.
+//!
+//! The pool is hyper's connection-level client, not a general-purpose one: a request is sent on an idle
+//! HTTP/1 connection of the endpoint its cluster picked (or on the endpoint's shared HTTP/2 connection),
+//! and the connection is idle again when the response body has ended. Nothing is spawned or sent through a
+//! channel per request beyond hyper's own dispatch.
 //!
 //! A cluster's runtime state (pool, ejections, counters) survives a config reload when its [`ClusterSpec`]
 //! is unchanged, so reloading never resets a circuit breaker or drops pooled connections needlessly.
@@ -9,11 +14,11 @@ use crate::error::ProxyError;
 use crate::tls::{self, CertFiles, CertSource};
 use crate::{BoxError, ProxyBody};
 use bytes::Bytes;
-use http::{Request, Response, Uri};
+use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::body::Body;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use meshlens_model::SpiffeId;
 use meshlens_model::mesh::networking::{
     ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, SimpleLb,
@@ -22,7 +27,6 @@ use meshlens_model::mesh::networking::{
 use meshlens_model::mesh::{MeshConfig, meta::labels_match};
 use meshlens_model::names::IstioSni;
 use rustls::pki_types::ServerName;
-use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,6 +40,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 const UNLIMITED: usize = u32::MAX as usize;
 /// Envoy's default cap on one ejection (`max_ejection_time`).
 const MAX_EJECTION: Duration = Duration::from_secs(300);
+/// Istio's (Envoy's) default idle timeout of upstream HTTP connections.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Istio's default TCP connect timeout.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -43,6 +49,11 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 fn later(after: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(after).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+/// Locks `mutex`; its data stays consistent even if a holder panicked (every update is one assignment).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,11 +322,55 @@ struct OutlierState {
     times_ejected: u32,
 }
 
-#[derive(Debug)]
 struct EndpointState {
     spec: Arc<EndpointSpec>,
     active: AtomicUsize,
     outlier: Mutex<OutlierState>,
+    pool: Mutex<Pool>,
+    /// Held while an HTTP/2 connection is being opened, so that concurrent requests share it.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+/// The connections to one endpoint that wait for a request.
+#[derive(Default)]
+struct Pool {
+    /// Idle HTTP/1 connections, the most recently used last.
+    idle: Vec<Upstream>,
+    /// The HTTP/2 connection every request shares, and its local address.
+    shared: Option<(http2::SendRequest<Full<Bytes>>, Arc<str>)>,
+}
+
+/// hyper's handle to send requests on one upstream connection.
+enum Sender {
+    Http1(http1::SendRequest<Full<Bytes>>),
+    Http2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::Http2(s) => s.is_closed(),
+        }
+    }
+
+    /// Waits until the connection can take a request; an error means it is closed.
+    async fn ready(&mut self) -> hyper::Result<()> {
+        match self {
+            Sender::Http1(s) => s.ready().await,
+            Sender::Http2(s) => s.ready().await,
+        }
+    }
+}
+
+/// One upstream connection.
+struct Upstream {
+    sender: Sender,
+    /// Local address of the connection, for the access log.
+    local: Arc<str>,
+    /// Requests sent on it, for `maxRequestsPerConnection`.
+    requests: u32,
+    idle_since: Instant,
 }
 
 /// The endpoint a request was sent to.
@@ -335,7 +390,7 @@ pub struct Cluster {
     connections: Option<Arc<Semaphore>>,
     pending: Arc<AtomicUsize>,
     retries: Arc<Semaphore>,
-    client: Client<Connector, Full<Bytes>>,
+    connector: Connector,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -344,12 +399,28 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-/// Holds circuit-breaker capacity for the life of a request (including its response body).
-#[derive(Debug)]
+/// Holds circuit-breaker capacity for the life of a request (including its response body), and the HTTP/1
+/// connection the response arrives on until the body has ended.
 pub struct Admission {
     _request: OwnedSemaphorePermit,
     _connection: Option<OwnedSemaphorePermit>,
     active: Option<(Arc<Cluster>, usize)>,
+    upstream: Option<Upstream>,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission").field("active", &self.active.as_ref().map(|(_, i)| i)).finish_non_exhaustive()
+    }
+}
+
+impl Admission {
+    /// The response has been read to its end: its HTTP/1 connection can take the next request.
+    fn recycle(&mut self) {
+        if let (Some(upstream), Some((cluster, index))) = (self.upstream.take(), &self.active) {
+            cluster.recycle(*index, upstream);
+        }
+    }
 }
 
 impl Drop for Admission {
@@ -387,19 +458,6 @@ impl Cluster {
             }
         };
         let connector = Connector { connect_timeout: spec.connect_timeout, tls: tls.map(Arc::new) };
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder.pool_timer(hyper_util::rt::TokioTimer::new());
-        if let Some(idle) = spec.idle_timeout {
-            builder.pool_idle_timeout(idle);
-        }
-        if spec.max_requests_per_connection == Some(1) {
-            // One request per connection: never keep one idle.
-            builder.pool_max_idle_per_host(0);
-        }
-        if spec.http2 {
-            builder.http2_only(true);
-        }
-        let client = builder.build(connector);
         let endpoints = spec
             .endpoints
             .iter()
@@ -407,6 +465,8 @@ impl Cluster {
                 spec: Arc::new(e.clone()),
                 active: AtomicUsize::new(0),
                 outlier: Mutex::default(),
+                pool: Mutex::default(),
+                connecting: tokio::sync::Mutex::default(),
             })
             .collect();
         let interval = spec.outlier.as_ref().map_or(Duration::from_secs(10), |o| o.interval);
@@ -421,7 +481,7 @@ impl Cluster {
             rr: AtomicUsize::new(0),
             next_sweep: Mutex::new(later(interval)),
             spec,
-            client,
+            connector,
         }))
     }
 
@@ -434,7 +494,8 @@ impl Cluster {
             // building candidate lists for every request).
             return self.choose(None);
         }
-        let healthy: Vec<usize> = (0..self.endpoints.len()).filter(|&i| self.lock(i).ejected_until.is_none()).collect();
+        let healthy: Vec<usize> =
+            (0..self.endpoints.len()).filter(|&i| self.outlier(i).ejected_until.is_none()).collect();
         if healthy.is_empty() {
             return Err(ProxyError::NoHealthyUpstream);
         }
@@ -465,8 +526,8 @@ impl Cluster {
         Ok(Picked { index, spec: Arc::clone(&self.endpoints[index].spec) })
     }
 
-    fn lock(&self, index: usize) -> std::sync::MutexGuard<'_, OutlierState> {
-        self.endpoints[index].outlier.lock().unwrap_or_else(|e| e.into_inner())
+    fn outlier(&self, index: usize) -> std::sync::MutexGuard<'_, OutlierState> {
+        lock(&self.endpoints[index].outlier)
     }
 
     /// Returns ejected endpoints whose time is up, once per `interval`, as Envoy's outlier sweep does.
@@ -481,7 +542,7 @@ impl Cluster {
             *next = later(settings.interval);
         }
         for i in 0..self.endpoints.len() {
-            let mut state = self.lock(i);
+            let mut state = self.outlier(i);
             if state.ejected_until.is_some_and(|until| until <= now) {
                 state.ejected_until = None;
                 tracing::info!(cluster = %self.spec.name, endpoint = %self.endpoints[i].spec.authority, "outlier detection: endpoint returned");
@@ -494,8 +555,8 @@ impl Cluster {
     pub fn record(&self, index: usize, status: Option<u16>) {
         let Some(settings) = &self.spec.outlier else { return };
         let code = status.unwrap_or(503);
-        let ejected_now = (0..self.endpoints.len()).filter(|&i| self.lock(i).ejected_until.is_some()).count();
-        let mut state = self.lock(index);
+        let ejected_now = (0..self.endpoints.len()).filter(|&i| self.outlier(i).ejected_until.is_some()).count();
+        let mut state = self.outlier(index);
         if code >= 500 {
             state.consecutive_5xx += 1;
             if matches!(code, 502..=504) {
@@ -546,7 +607,12 @@ impl Cluster {
             },
         };
         self.endpoints[picked.index].active.fetch_add(1, Ordering::Relaxed);
-        Ok(Admission { _request: request, _connection: connection, active: Some((self.clone(), picked.index)) })
+        Ok(Admission {
+            _request: request,
+            _connection: connection,
+            active: Some((self.clone(), picked.index)),
+            upstream: None,
+        })
     }
 
     /// A slot for one retry, if `maxRetries` allows it.
@@ -554,49 +620,160 @@ impl Cluster {
         self.retries.clone().try_acquire_owned().ok().map(|permit| RetryPermit { _permit: permit })
     }
 
-    /// Sends `request` (whose URI is the origin-form path) to `picked`. The admission is held until the
-    /// response body ends.
+    /// Sends `request` (whose URI is the origin-form path) to `picked`, on a pooled connection or a new one.
+    /// The admission is held until the response body ends. Also returns the connection's local address.
     pub async fn send(
         &self,
         picked: &Picked,
-        admission: Admission,
+        mut admission: Admission,
         mut request: Request<Bytes>,
-    ) -> Result<(Response<ProxyBody>, Option<String>), ProxyError> {
-        let scheme = if picked.spec.tls && self.client_has_tls() { "https" } else { "http" };
-        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        let uri: Uri = format!("{scheme}://{}{path}", picked.spec.authority)
-            .parse()
-            .map_err(|e| ProxyError::ConnectFailure(format!("bad endpoint address: {e}")))?;
-        *request.uri_mut() = uri;
+    ) -> Result<(Response<ProxyBody>, Arc<str>), ProxyError> {
+        let endpoint = &self.endpoints[picked.index];
         if self.spec.http2 {
+            // HTTP/2 names scheme and authority in pseudo-headers, taken from an absolute URI.
+            let scheme = if picked.spec.tls && self.client_has_tls() { "https" } else { "http" };
+            let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+            *request.uri_mut() = format!("{scheme}://{}{path}", picked.spec.authority)
+                .parse()
+                .map_err(|e| ProxyError::ConnectFailure(format!("bad endpoint address: {e}")))?;
             *request.version_mut() = http::Version::HTTP_2;
         } else {
             *request.version_mut() = http::Version::HTTP_11;
+            if !request.headers().contains_key(http::header::HOST)
+                && let Ok(host) = http::HeaderValue::try_from(picked.spec.authority.as_str())
+            {
+                request.headers_mut().insert(http::header::HOST, host);
+            }
         }
-        let request = request.map(Full::new);
+        let mut request = request.map(Full::new);
         // A try abandoned by a timeout is dropped here mid-flight; it still counts as a failure.
         let mut outcome = Outcome { cluster: self, index: picked.index, recorded: false };
-        match self.client.request(request).await {
-            Ok(mut response) => {
-                outcome.recorded = true;
-                self.record(picked.index, Some(response.status().as_u16()));
-                let local = response.extensions().get::<UpstreamLocal>().map(|l| l.0.clone());
-                // The downstream connection decides its own protocol version.
-                *response.version_mut() = http::Version::default();
-                let response = response.map(|body| {
-                    GuardedBody { inner: body.map_err(BoxError::from).boxed_unsync(), _guard: admission }.boxed_unsync()
-                });
-                Ok((response, local))
+        let (response, mut upstream) = loop {
+            let (mut upstream, pooled) = match self.checkout(endpoint).await {
+                Some(upstream) => (upstream, true),
+                None if self.spec.http2 => {
+                    let _connecting = endpoint.connecting.lock().await;
+                    match self.checkout(endpoint).await {
+                        Some(upstream) => (upstream, true),
+                        None => (self.connect(endpoint).await?, false),
+                    }
+                }
+                None => (self.connect(endpoint).await?, false),
+            };
+            upstream.requests += 1;
+            let sent = match &mut upstream.sender {
+                Sender::Http1(sender) => sender.try_send_request(request).await,
+                Sender::Http2(sender) => sender.try_send_request(request).await,
+            };
+            match sent {
+                Ok(response) => break (response, upstream),
+                Err(mut err) => match err.take_message() {
+                    // A pooled connection the upstream closed before the request went out: the request
+                    // was not sent, so it goes out on another connection (as Envoy does), not as a retry.
+                    Some(unsent) if pooled => request = unsent,
+                    _ => return Err(ProxyError::UpstreamReset(error_chain(err.error()))),
+                },
             }
-            Err(err) => {
-                let reason = error_chain(&err);
-                Err(if err.is_connect() {
-                    ProxyError::ConnectFailure(reason)
-                } else {
-                    ProxyError::UpstreamReset(reason)
-                })
+        };
+        outcome.recorded = true;
+        self.record(picked.index, Some(response.status().as_u16()));
+        let local = Arc::clone(&upstream.local);
+        if let Sender::Http1(_) = upstream.sender {
+            upstream.idle_since = Instant::now();
+            admission.upstream = Some(upstream);
+            if response.body().is_end_stream() {
+                // No body will be polled (HEAD, 204, 304).
+                admission.recycle();
             }
         }
+        let mut response = response.map(|body| {
+            GuardedBody { inner: body.map_err(BoxError::from).boxed_unsync(), guard: admission }.boxed_unsync()
+        });
+        // The downstream connection decides its own protocol version.
+        *response.version_mut() = http::Version::default();
+        Ok((response, local))
+    }
+
+    /// A pooled connection to `endpoint` that can take a request now, if there is one.
+    async fn checkout(&self, endpoint: &EndpointState) -> Option<Upstream> {
+        loop {
+            let mut upstream = {
+                let mut pool = lock(&endpoint.pool);
+                match &pool.shared {
+                    Some((sender, _)) if sender.is_closed() => pool.shared = None,
+                    Some((sender, local)) => {
+                        let sender = Sender::Http2(sender.clone());
+                        break Some(Upstream {
+                            sender,
+                            local: Arc::clone(local),
+                            requests: 0,
+                            idle_since: Instant::now(),
+                        });
+                    }
+                    None => {}
+                }
+                pool.idle.pop()?
+            };
+            if self.expired(&upstream) {
+                continue;
+            }
+            // Almost always ready at once: a connection is pooled when its last response has ended.
+            if upstream.sender.ready().await.is_ok() {
+                return Some(upstream);
+            }
+        }
+    }
+
+    /// Whether `upstream` has been idle longer than the cluster's `idleTimeout`.
+    fn expired(&self, upstream: &Upstream) -> bool {
+        upstream.idle_since.elapsed() >= self.spec.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT)
+    }
+
+    /// Pools an HTTP/1 connection whose response has ended, unless it is closed or has served
+    /// `maxRequestsPerConnection`.
+    fn recycle(&self, index: usize, upstream: Upstream) {
+        let spent = self.spec.max_requests_per_connection.is_some_and(|max| upstream.requests >= max);
+        if spent || upstream.sender.is_closed() {
+            return;
+        }
+        let mut pool = lock(&self.endpoints[index].pool);
+        // The oldest connections are the ones to have been closed by the upstream or to have expired.
+        let stale = pool.idle.iter().take_while(|u| u.sender.is_closed() || self.expired(u)).count();
+        pool.idle.drain(..stale);
+        pool.idle.push(upstream);
+    }
+
+    /// Opens a connection to `endpoint`: TCP, TLS when the endpoint takes it, then the HTTP handshake.
+    async fn connect(&self, endpoint: &EndpointState) -> Result<Upstream, ProxyError> {
+        fn failed(error: impl std::error::Error + 'static) -> ProxyError {
+            ProxyError::ConnectFailure(error_chain(&error))
+        }
+        let tls = endpoint.spec.tls && self.client_has_tls();
+        let io = self.connector.connect(&endpoint.spec.authority, tls).await.map_err(failed)?;
+        let local: Arc<str> = io.local().into();
+        let sender = if self.spec.http2 {
+            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(io)
+                .await
+                .map_err(failed)?;
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(%err, "upstream HTTP/2 connection failed");
+                }
+            });
+            lock(&endpoint.pool).shared = Some((sender.clone(), Arc::clone(&local)));
+            Sender::Http2(sender)
+        } else {
+            let (sender, connection) = http1::handshake(io).await.map_err(failed)?;
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(%err, "upstream HTTP/1 connection failed");
+                }
+            });
+            Sender::Http1(sender)
+        };
+        Ok(Upstream { sender, local, requests: 0, idle_since: Instant::now() })
     }
 
     fn client_has_tls(&self) -> bool {
@@ -606,7 +783,7 @@ impl Cluster {
     /// Endpoint addresses currently ejected (for tests and the admin page).
     pub fn ejected(&self) -> Vec<String> {
         (0..self.endpoints.len())
-            .filter(|&i| self.lock(i).ejected_until.is_some())
+            .filter(|&i| self.outlier(i).ejected_until.is_some())
             .map(|i| self.endpoints[i].spec.authority.clone())
             .collect()
     }
@@ -642,10 +819,11 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// A response body that keeps its request's circuit-breaker capacity until it ends or is dropped.
+/// A response body that keeps its request's circuit-breaker capacity until it ends or is dropped, and
+/// pools its connection when it has ended (a body dropped before its end closes the connection).
 struct GuardedBody {
     inner: ProxyBody,
-    _guard: Admission,
+    guard: Admission,
 }
 
 impl hyper::body::Body for GuardedBody {
@@ -656,7 +834,17 @@ impl hyper::body::Body for GuardedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        // Hyper stops polling a body that says it has ended, so the last frame may be all it sees.
+        let ended = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
+            _ => false,
+        };
+        if ended {
+            self.guard.recycle();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -690,11 +878,8 @@ impl TlsOrigination {
     }
 }
 
-/// The local address of an upstream connection, carried to the access log via response extensions.
-#[derive(Debug, Clone)]
-pub struct UpstreamLocal(pub String);
-
-#[derive(Debug, Clone)]
+/// Opens upstream connections: TCP with the cluster's connect timeout, then TLS for endpoints that take it.
+#[derive(Debug)]
 struct Connector {
     connect_timeout: Duration,
     tls: Option<Arc<TlsOrigination>>,
@@ -708,57 +893,39 @@ enum ConnectError {
     Timeout,
     #[error("TLS_error: {0}")]
     Tls(std::io::Error),
-    #[error("no authority in {0}")]
-    NoAuthority(Uri),
 }
 
-impl tower::Service<Uri> for Connector {
-    type Response = UpstreamIo;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<UpstreamIo, ConnectError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let authority = uri.authority().ok_or_else(|| ConnectError::NoAuthority(uri.clone()))?.to_string();
-            let tcp = tokio::time::timeout(this.connect_timeout, TcpStream::connect(authority.as_str()))
-                .await
-                .map_err(|_| ConnectError::Timeout)??;
-            tcp.set_nodelay(true)?;
-            let local = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
-            match (uri.scheme_str(), &this.tls) {
-                (Some("https"), Some(tls)) => {
-                    let stream =
-                        tls.connector.connect(tls.server_name.clone(), tcp).await.map_err(ConnectError::Tls)?;
-                    Ok(UpstreamIo::Tls(Box::new(TokioIo::new(stream)), local))
-                }
-                _ => Ok(UpstreamIo::Plain(TokioIo::new(tcp), local)),
+impl Connector {
+    async fn connect(&self, authority: &str, tls: bool) -> Result<UpstreamIo, ConnectError> {
+        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority))
+            .await
+            .map_err(|_| ConnectError::Timeout)??;
+        tcp.set_nodelay(true)?;
+        let local = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        match &self.tls {
+            Some(origination) if tls => {
+                let stream = origination
+                    .connector
+                    .connect(origination.server_name.clone(), tcp)
+                    .await
+                    .map_err(ConnectError::Tls)?;
+                Ok(UpstreamIo::Tls(Box::new(TokioIo::new(stream)), local))
             }
-        })
+            _ => Ok(UpstreamIo::Plain(TokioIo::new(tcp), local)),
+        }
     }
 }
 
+/// An upstream connection's transport, with its local address.
 enum UpstreamIo {
     Plain(TokioIo<TcpStream>, String),
     Tls(Box<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>, String),
 }
 
-impl Connection for UpstreamIo {
-    fn connected(&self) -> Connected {
+impl UpstreamIo {
+    fn local(&self) -> &str {
         match self {
-            UpstreamIo::Plain(_, local) => Connected::new().extra(UpstreamLocal(local.clone())),
-            UpstreamIo::Tls(stream, local) => {
-                let connected = Connected::new().extra(UpstreamLocal(local.clone()));
-                if stream.inner().get_ref().1.alpn_protocol() == Some(b"h2") {
-                    connected.negotiated_h2()
-                } else {
-                    connected
-                }
-            }
+            UpstreamIo::Plain(_, local) | UpstreamIo::Tls(_, local) => local,
         }
     }
 }

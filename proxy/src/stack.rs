@@ -8,7 +8,7 @@
 //! ```
 
 use crate::authz::RequestAttributes;
-use crate::cluster::{Cluster, UpstreamLocal};
+use crate::cluster::Cluster;
 use crate::config::{SharedSnapshot, Snapshot, View};
 use crate::error::ProxyError;
 use crate::otlp::{Attributes, SpanData, TraceContext, new_span_id, new_trace_id, span_name};
@@ -87,7 +87,7 @@ pub struct RequestInfo {
     pub route_name: Option<String>,
     pub cluster: Option<String>,
     pub upstream_host: Option<String>,
-    pub upstream_local: Option<String>,
+    pub upstream_local: Option<Arc<str>>,
     pub transport_failure: Option<String>,
     pub flags: Vec<&'static str>,
     pub details: Option<String>,
@@ -477,7 +477,7 @@ impl PendingLog {
         let entry = LogEntry {
             record: *self.record,
             transport_failure: info.transport_failure,
-            upstream_local_address: info.upstream_local,
+            upstream_local_address: info.upstream_local.map(|l| l.to_string()),
             trace: self.trace,
             duration,
         };
@@ -1260,7 +1260,7 @@ impl Service<Request<Bytes>> for Forward {
             };
             info.update(|i| {
                 i.upstream_time = Some(elapsed);
-                i.upstream_local = local.or_else(|| response.extensions().get::<UpstreamLocal>().map(|l| l.0.clone()));
+                i.upstream_local = Some(local);
             });
             if let Ok(value) = HeaderValue::try_from(elapsed.as_millis().to_string()) {
                 response.headers_mut().insert(X_ENVOY_UPSTREAM_SERVICE_TIME, value);

@@ -95,6 +95,49 @@ async fn load(addr: std::net::SocketAddr, n: usize) -> Vec<(u16, String)> {
     Arc::try_unwrap(results).unwrap().into_inner().unwrap()
 }
 
+/// A VirtualService sending everything to `web`, and a DestinationRule with `connection_pool`.
+fn pool_policy(connection_pool: &str) -> String {
+    format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: web, namespace: shop}}\n\
+         spec: {{host: web, trafficPolicy: {{connectionPool: {connection_pool}}}}}\n\
+         ---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: web, namespace: shop}}\n\
+         spec: {{hosts: ['*'], gateways: [gw], http: [{{route: [{{destination: {{host: web}}}}]}}]}}\n"
+    )
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_up_to_max_requests_per_connection() {
+    let backend = Backend::start("web").await;
+    let gw = Gateway::start(&[&backend], &pool_policy("{http: {maxRequestsPerConnection: 10}}")).await;
+    for _ in 0..40 {
+        assert_eq!(get(gw.addr(), "web.example.com", "/").await.status, 200);
+    }
+    assert_eq!((backend.hits(), backend.connections.load(std::sync::atomic::Ordering::SeqCst)), (40, 4));
+    gw.proxy.shutdown().await;
+
+    // Without a limit, one connection serves every request sent one after another.
+    let backend = Backend::start("web").await;
+    let gw = Gateway::start(&[&backend], &pool_policy("{tcp: {connectTimeout: 1s}}")).await;
+    for _ in 0..40 {
+        assert_eq!(get(gw.addr(), "web.example.com", "/").await.status, 200);
+    }
+    assert_eq!(backend.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    gw.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn h2_upgrade_policy_multiplexes_requests_over_one_http2_connection() {
+    let backend = Backend::start("web").await;
+    let gw = Gateway::start(&[&backend], &pool_policy("{http: {h2UpgradePolicy: UPGRADE}}")).await;
+    let results = load(gw.addr(), 200).await;
+    assert!(results.iter().all(|(status, body)| (*status, body.as_str()) == (200, "web")), "{results:?}");
+    let versions: std::collections::BTreeSet<_> =
+        backend.requests().iter().map(|r| format!("{:?}", r.version)).collect();
+    assert_eq!(versions.into_iter().collect::<Vec<_>>(), ["HTTP/2.0"]);
+    assert_eq!(backend.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    gw.proxy.shutdown().await;
+}
+
 #[tokio::test]
 async fn weighted_split_80_20_holds_within_4_percent_over_2000_requests() {
     let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);

@@ -34,6 +34,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub count: Arc<AtomicUsize>,
+    /// Connections accepted.
+    pub connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
     _inner: Option<Box<Backend>>,
 }
@@ -76,17 +78,26 @@ impl Backend {
                 });
             }
         });
-        Backend { addr, seen: plain.seen.clone(), count: plain.count.clone(), task, _inner: Some(Box::new(plain)) }
+        Backend {
+            addr,
+            seen: plain.seen.clone(),
+            count: plain.count.clone(),
+            connections: plain.connections.clone(),
+            task,
+            _inner: Some(Box::new(plain)),
+        }
     }
 
     pub async fn on(listener: TcpListener, handler: Handler, delay: Duration) -> Backend {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let count = Arc::new(AtomicUsize::new(0));
-        let (seen2, count2) = (seen.clone(), count.clone());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (seen2, count2, connections2) = (seen.clone(), count.clone(), connections.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
+                connections2.fetch_add(1, Ordering::SeqCst);
                 let (handler, seen, count) = (handler.clone(), seen2.clone(), count2.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -118,7 +129,7 @@ impl Backend {
                 });
             }
         });
-        Backend { addr, seen, count, task, _inner: None }
+        Backend { addr, seen, count, connections, task, _inner: None }
     }
 
     pub fn requests(&self) -> Vec<Seen> {
