@@ -136,14 +136,19 @@ struct Reduced {
     key: (u64, u64),
     /// Microseconds since the epoch.
     timestamp: i64,
-    duration_ms: Option<u64>,
-    attempts: Option<u32>,
+    /// Narrower than the column, as are the attempts: the shards hold every keyed record of the window, so
+    /// each byte here is ten megabytes at 10M records. Longer durations (49 days) and more attempts count
+    /// as the largest value.
+    duration_ms: Option<u32>,
+    attempts: Option<u16>,
     /// Interned [`Attributes`].
     attributes: u32,
     status: Option<u16>,
     mtls: Mtls,
     server: bool,
 }
+
+const _: () = assert!(std::mem::size_of::<Reduced>() <= 48, "a reduced record outgrew 48 bytes");
 
 impl Reduced {
     fn failed(&self) -> bool {
@@ -432,8 +437,10 @@ impl Scan {
             let record = Reduced {
                 key: key.unwrap_or_default(),
                 timestamp: timestamp.value(row),
-                duration_ms: duration_ms.is_valid(row).then(|| duration_ms.value(row)),
-                attempts: attempts.is_valid(row).then(|| attempts.value(row)),
+                duration_ms: duration_ms
+                    .is_valid(row)
+                    .then(|| u32::try_from(duration_ms.value(row)).unwrap_or(u32::MAX)),
+                attempts: attempts.is_valid(row).then(|| u16::try_from(attempts.value(row)).unwrap_or(u16::MAX)),
                 attributes: self.catalog.attributes_id(attributes),
                 status: status.is_valid(row).then(|| status.value(row)),
                 mtls,
@@ -487,7 +494,7 @@ impl Groups {
     fn alone(&mut self, record: &Reduced) {
         let attributes = Some(record.attributes);
         let (client, server) = if record.server { (None, attributes) } else { (attributes, None) };
-        let group = PairGroup { client, server, mtls: record.mtls, duration_ms: record.duration_ms };
+        let group = PairGroup { client, server, mtls: record.mtls, duration_ms: record.duration_ms.map(u64::from) };
         self.count(group, false, record.failed());
     }
 
@@ -498,7 +505,7 @@ impl Groups {
             client: Some(client.attributes),
             server: Some(server.attributes),
             mtls,
-            duration_ms: client.duration_ms.or(server.duration_ms),
+            duration_ms: client.duration_ms.or(server.duration_ms).map(u64::from),
         };
         let resolved = client.mtls == Mtls::Unknown && server.mtls != Mtls::Unknown;
         self.count(group, resolved, client.failed());
@@ -583,7 +590,7 @@ impl Tallies {
     fn add(&mut self, service: StrId, record: &Reduced, upstream_host: Option<StrId>) {
         if record.server {
             if let Some(duration) = record.duration_ms {
-                *self.server_durations.entry((service, duration)).or_default() += 1;
+                *self.server_durations.entry((service, u64::from(duration))).or_default() += 1;
             }
             return;
         }
