@@ -127,6 +127,9 @@ pub struct Snapshot {
     pub mesh: MeshConfig,
     pub view: View,
     clusters: HashMap<String, Arc<Cluster>>,
+    /// The outbound clusters by Service host, so that a request finds its cluster without formatting the
+    /// name.
+    outbound: HashMap<String, Vec<Arc<Cluster>>>,
 }
 
 impl Snapshot {
@@ -184,19 +187,35 @@ impl Snapshot {
             };
             clusters.insert(cluster.spec.name.clone(), cluster);
         }
-        Ok(Snapshot { mesh, view, clusters })
+        let mut outbound: HashMap<String, Vec<Arc<Cluster>>> = HashMap::new();
+        for cluster in clusters.values() {
+            if let Some(host) = &cluster.spec.host {
+                outbound.entry(host.clone()).or_default().push(Arc::clone(cluster));
+            }
+        }
+        Ok(Snapshot { mesh, view, clusters, outbound })
     }
 
     /// The cluster a target names, resolving its port against the Service.
     pub fn cluster_for(&self, target: &Target, request_port: Option<u16>) -> Result<Arc<Cluster>, ProxyError> {
-        let name = if target.is_inbound() {
-            target.host.clone()
-        } else {
-            let port = target.resolve_port(&self.mesh, request_port);
-            let port = port.ok_or_else(|| ProxyError::ClusterNotFound(target.service_host().to_owned()))?;
-            format!("outbound|{port}|{}|{}", target.subset.as_deref().unwrap_or(""), target.service_host())
-        };
-        self.clusters.get(&name).cloned().ok_or(ProxyError::ClusterNotFound(name))
+        if target.is_inbound() {
+            return self
+                .clusters
+                .get(&target.host)
+                .cloned()
+                .ok_or_else(|| ProxyError::ClusterNotFound(target.host.clone()));
+        }
+        let host = target.service_host();
+        let port = target.resolve_port(&self.mesh, request_port);
+        let port = port.ok_or_else(|| ProxyError::ClusterNotFound(host.to_owned()))?;
+        let subset = target.subset.as_deref();
+        let found = self
+            .outbound
+            .get(host)
+            .and_then(|clusters| clusters.iter().find(|c| c.spec.port == port && c.spec.subset.as_deref() == subset));
+        found
+            .cloned()
+            .ok_or_else(|| ProxyError::ClusterNotFound(format!("outbound|{port}|{}|{host}", subset.unwrap_or(""))))
     }
 
     pub fn cluster(&self, name: &str) -> Option<Arc<Cluster>> {
