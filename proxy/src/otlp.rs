@@ -663,7 +663,7 @@ fn log_record(entry: &LogEntry, format: AccessLogFormat) -> LogRecord {
 }
 
 /// Appends the low `digits` hex digits of `value`, lowercase and zero-padded.
-fn push_hex(out: &mut String, value: u128, digits: u32) {
+pub(crate) fn push_hex(out: &mut String, value: u128, digits: u32) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for shift in (0..digits).rev() {
         out.push(char::from(HEX[((value >> (shift * 4)) & 0xf) as usize]));

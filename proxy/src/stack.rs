@@ -11,7 +11,7 @@ use crate::authz::RequestAttributes;
 use crate::cluster::Cluster;
 use crate::config::{SharedSnapshot, Snapshot, View};
 use crate::error::ProxyError;
-use crate::otlp::{Attributes, SpanData, TraceContext, new_span_id, new_trace_id, span_name};
+use crate::otlp::{Attributes, SpanData, TraceContext, new_span_id, new_trace_id, push_hex, span_name};
 use crate::route::{Action, Matched, RequestView, Route};
 use crate::telemetry::{LogEntry, Telemetry};
 use crate::{BoxError, ProxyBody};
@@ -267,17 +267,14 @@ where
 /// A random (version 4) UUID in its 36-character form, written into one allocation: this runs for every
 /// request that arrives without an id.
 fn uuid_v4() -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut b = fastrand::u128(..).to_be_bytes();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
+    // Version 4 in the high nibble of byte 6, the RFC 4122 variant in the high bits of byte 8.
+    let bits = (fastrand::u128(..) & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
     let mut id = String::with_capacity(36);
-    for (i, byte) in b.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
+    for (i, (shift, digits)) in [(96, 8), (80, 4), (64, 4), (48, 4), (0, 12)].into_iter().enumerate() {
+        if i > 0 {
             id.push('-');
         }
-        id.push(char::from(HEX[usize::from(byte >> 4)]));
-        id.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        push_hex(&mut id, bits >> shift, digits);
     }
     id
 }
