@@ -17,7 +17,7 @@
 
 pub mod codes;
 pub mod mtls;
-mod pairing;
+mod pass;
 pub mod recommend;
 pub mod resilience;
 pub mod routes;
@@ -26,14 +26,12 @@ pub mod stats;
 use crate::Finding;
 use crate::config::Code;
 use chrono::{DateTime, SecondsFormat, Utc};
-use datafusion::arrow::json::ArrayWriter;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use meshlens_model::RequestRecord;
 use meshlens_model::mesh::{Kind, LoadedResource, MeshConfig, WorkloadRef};
 use meshlens_model::names::service_fqdn_parts;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -94,14 +92,12 @@ pub enum TrafficError {
     Query(#[from] datafusion::error::DataFusionError),
     #[error("reading query results: {0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
-    #[error("decoding query results: {0}")]
-    Decode(#[from] serde_json::Error),
     #[error("building the requests table: {0}")]
     Store(#[from] meshlens_store::StoreError),
 }
 
-/// Everything the analyses read from the `requests` table over the window: the result of each query,
-/// aggregated to a few rows per edge, route group, service or endpoint.
+/// Everything the analyses read from the `requests` table over the window, gathered in [`pass`]'s one scan
+/// and aggregated to a few rows per edge, route group, service or endpoint.
 struct Evidence {
     /// Client and server records paired by request id, per edge and observed mTLS.
     pairs: Vec<mtls::EdgeRow>,
@@ -117,17 +113,6 @@ struct Evidence {
     endpoints: Vec<recommend::EndpointRow>,
 }
 
-impl Evidence {
-    /// Runs the two scans concurrently: together they keep every core busy where one alone has serial
-    /// stretches (planning, final aggregation, decoding).
-    async fn gather(ctx: &SessionContext, mesh: &MeshConfig, window: &Window) -> Result<Evidence, TrafficError> {
-        let (by_request, client) =
-            futures::try_join!(pairing::gather(ctx, window), routes::client_traffic(ctx, mesh, window))?;
-        let pairing::ByRequest { pairs, retries, server_latency, bursts, endpoints } = by_request;
-        Ok(Evidence { pairs, client, server_latency, retries, bursts, endpoints })
-    }
-}
-
 /// Runs every traffic analysis over `ctx`'s `requests` table.
 pub async fn analyze(
     ctx: &SessionContext,
@@ -135,7 +120,7 @@ pub async fn analyze(
     window: Window,
     options: &TrafficOptions,
 ) -> Result<TrafficReport, TrafficError> {
-    let evidence = Evidence::gather(ctx, mesh, &window).await?;
+    let evidence = pass::gather(ctx, mesh, &window).await?;
     let (mtls, mut findings) = mtls::analyze(mesh, &evidence.pairs, options);
     let (routes, route_findings) = routes::analyze(mesh, &evidence.client.rows, options);
     let (resilience, resilience_findings) = resilience::analyze(mesh, &evidence, &routes);
@@ -158,20 +143,6 @@ pub fn requests_context(records: &[RequestRecord]) -> Result<SessionContext, Tra
     let ctx = SessionContext::new();
     ctx.register_table(table_kind.name(), Arc::new(table))?;
     Ok(ctx)
-}
-
-/// Decodes each row of `batches` (by column name) into a `T`.
-fn decode<T: DeserializeOwned>(batches: &[datafusion::arrow::array::RecordBatch]) -> Result<Vec<T>, TrafficError> {
-    let mut writer = ArrayWriter::new(Vec::new());
-    for batch in batches {
-        writer.write(batch)?;
-    }
-    writer.finish()?;
-    let json = writer.into_inner();
-    if json.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(serde_json::from_slice(&json)?)
 }
 
 /// A finding of a traffic code about `resource`, with the code's generic fix.

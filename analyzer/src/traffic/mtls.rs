@@ -3,7 +3,7 @@
 //!
 //! Only the server side can see mTLS in a text access log (an Istio `outbound_.` SNI, or none for
 //! plaintext); a client's outbound record is `unknown`. So client and server records of the same request
-//! (same `x-request-id` and destination service) are paired ([`pairing`](super::pairing)): a pair counts
+//! (same `x-request-id` and destination service) are paired ([`pass`](super::pass)): a pair counts
 //! once, with the server's verdict, and settles the client's `unknown`. Records without a partner count on
 //! their own. A retried request is logged once by the client and once per try by the server, so it counts
 //! once per try: each try is a connection that was, or was not, mutually authenticated.

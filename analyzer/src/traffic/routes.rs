@@ -11,17 +11,9 @@
 
 use super::codes::{ML2004, ML2005, ML2006};
 use super::stats::{Histogram, Latency, chi_square, chi_square_p_value};
-use super::{TrafficError, TrafficOptions, Window, find_workload, finding, origin_of, workload_label};
+use super::{TrafficOptions, find_workload, finding, origin_of, workload_label};
 use crate::Finding;
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, StringViewArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
-use datafusion::arrow::error::ArrowError;
-use datafusion::error::DataFusionError;
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
-use datafusion::prelude::SessionContext;
-use hashbrown::DefaultHashBuilder;
 use meshlens_model::mesh::k8s::{HttpIngressPath, Ingress};
 use meshlens_model::mesh::meta::labels_match;
 use meshlens_model::mesh::networking::{HttpMatchRequest, HttpRoute, StringMatch, VirtualService};
@@ -29,8 +21,6 @@ use meshlens_model::mesh::{Kind, MeshConfig, Resource, WorkloadRef, host_matches
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::BuildHasher;
-use std::sync::{Arc, PoisonError, RwLock};
 
 /// Failures observed on a set of requests, by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,19 +54,54 @@ impl Failures {
 }
 
 impl Failures {
-    /// The failures among `count` requests that ended with `status` and `flags` (Envoy response flags).
-    pub(super) fn of(status: Option<u16>, flags: &[String], count: u64) -> Failures {
-        let flag = |name: &str| if flags.iter().any(|f| f == name) { count } else { 0 };
+    /// The failures among `count` requests that ended with `status` and `flags`.
+    pub(super) fn of(status: Option<u16>, flags: FailureFlags, count: u64) -> Failures {
+        let flag = |f: FailureFlags| if flags.contains(f) { count } else { 0 };
         let when = |condition: bool| if condition { count } else { 0 };
         Failures {
             server_errors: when(status.is_none_or(|s| s >= 500)),
             gateway_errors: when(matches!(status, Some(502..=504))),
-            timeouts: when(status == Some(504) || flags.iter().any(|f| f == "UT")),
-            retries_exhausted: flag("URX"),
-            overflows: flag("UO"),
-            connect_failures: flag("UF"),
-            connection_terminations: flag("UC"),
+            timeouts: when(status == Some(504) || flags.contains(FailureFlags::UT)),
+            retries_exhausted: flag(FailureFlags::URX),
+            overflows: flag(FailureFlags::UO),
+            connect_failures: flag(FailureFlags::UF),
+            connection_terminations: flag(FailureFlags::UC),
         }
+    }
+}
+
+/// The Envoy response flags that route usage and failure counts tell apart, as a set; others are ignored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub(super) struct FailureFlags(u8);
+
+impl FailureFlags {
+    /// No route (NR).
+    pub const NR: FailureFlags = FailureFlags(1);
+    pub const UT: FailureFlags = FailureFlags(1 << 1);
+    pub const URX: FailureFlags = FailureFlags(1 << 2);
+    pub const UO: FailureFlags = FailureFlags(1 << 3);
+    pub const UF: FailureFlags = FailureFlags(1 << 4);
+    pub const UC: FailureFlags = FailureFlags(1 << 5);
+
+    /// The flag named `name` as logged (`URX`), if it is one of these.
+    pub fn named(name: &str) -> FailureFlags {
+        match name {
+            "NR" => FailureFlags::NR,
+            "UT" => FailureFlags::UT,
+            "URX" => FailureFlags::URX,
+            "UO" => FailureFlags::UO,
+            "UF" => FailureFlags::UF,
+            "UC" => FailureFlags::UC,
+            _ => FailureFlags::default(),
+        }
+    }
+
+    pub fn insert(&mut self, other: FailureFlags) {
+        self.0 |= other.0;
+    }
+
+    pub fn contains(self, other: FailureFlags) -> bool {
+        self.0 & other.0 == other.0
     }
 }
 
@@ -166,7 +191,7 @@ fn push_ingress_rules<'a>(
     }
 }
 
-/// Client-side requests aggregated by what route attribution needs. NR requests never reached a cluster,
+/// Client-side requests grouped by what route attribution needs. NR requests never reached a cluster,
 /// so their direction is unknown; they are included whatever it is.
 #[derive(Debug)]
 pub(super) struct TrafficRow {
@@ -174,7 +199,7 @@ pub(super) struct TrafficRow {
     source_namespace: Option<String>,
     source_workload: Option<String>,
     authority: Option<String>,
-    /// Only for NR and unmatched requests (see [`client_sql`]).
+    /// Only for NR and unmatched requests (see [`ClientRow::path`]).
     path: Option<String>,
     method: Option<String>,
     destination_service: Option<String>,
@@ -187,96 +212,33 @@ pub(super) struct TrafficRow {
     durations: Histogram,
 }
 
-/// One row of [`client_sql`]: requests alike in everything the client-side analyses look at.
-#[derive(Debug, Deserialize)]
-struct ClientRow {
-    reporter: String,
-    direction: String,
-    source_namespace: Option<String>,
-    source_workload: Option<String>,
-    authority: Option<String>,
-    path: Option<String>,
-    method: Option<String>,
-    destination_service: Option<String>,
-    destination_subset: Option<String>,
-    status: Option<u16>,
-    response_flags: Vec<String>,
-    duration_ms: Option<u64>,
-    attribution: i32,
-    requests: u64,
-    last_seen: DateTime<Utc>,
+/// Client-side requests alike in everything the client-side analyses look at, as the pass over the window
+/// groups them (down to status, flags and duration: failures are classified from those, and latency
+/// percentiles come out of exact duration histograms).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ClientRow<'a> {
+    pub reporter: &'a str,
+    pub outbound: bool,
+    pub source_namespace: Option<&'a str>,
+    pub source_workload: Option<&'a str>,
+    pub authority: Option<&'a str>,
+    /// Only where the report lists it, for NR and unmatched requests ([`lists_path`]): paths
+    /// carry ids (`/orders/1234`), and grouping by them would make nearly every request a group of its own.
+    pub path: Option<&'a str>,
+    pub method: Option<&'a str>,
+    pub destination_service: Option<&'a str>,
+    pub destination_subset: Option<&'a str>,
+    pub status: Option<u16>,
+    pub flags: FailureFlags,
+    pub duration_ms: Option<u64>,
+    /// [`Attribution::code`], from [`Attributor::code`].
+    pub attribution: i32,
+    pub requests: u64,
+    pub last_seen: DateTime<Utc>,
 }
 
-/// Client-side requests (outbound, and NR whatever their direction) in the window, with the columns route
-/// attribution and the grouping of [`client_groups`] read.
-fn client_sql(window: &Window) -> String {
-    format!(
-        "SELECT reporter, direction, source_namespace, source_workload, authority, path, method, route_name,
-                destination_service, destination_subset, status, response_flags, duration_ms, timestamp,
-                array_has(response_flags, 'NR') AS no_route
-         FROM requests WHERE {} AND (direction = 'outbound' OR array_has(response_flags, 'NR'))",
-        window.sql()
-    )
-}
-
-/// [`client_sql`]'s rows grouped by every column the route, service and call-graph figures need, down to
-/// status, response flags and duration: one scan serves them all, failures are classified from (status,
-/// flags) and latency percentiles come out of exact duration histograms.
-///
-/// Each request is attributed to its route during the scan ([`ROUTE_UDF`], the same [`Attributor`] the
-/// analysis reads), so the path is kept only where the report lists it (NR and unmatched requests): paths
-/// carry ids (`/orders/1234`), and grouping by them would make nearly every request a group of its own.
-async fn client_groups(
-    ctx: &SessionContext,
-    mesh: &MeshConfig,
-    window: &Window,
-) -> Result<datafusion::dataframe::DataFrame, TrafficError> {
-    use datafusion::functions_aggregate::expr_fn::{count, max};
-    use datafusion::logical_expr::{ScalarUDF, when};
-    use datafusion::prelude::{col, lit};
-    let udf = ScalarUDF::from(RouteUdf::new(mesh));
-    let attribution = udf
-        .call(
-            [
-                "reporter",
-                "source_namespace",
-                "source_workload",
-                "authority",
-                "path",
-                "method",
-                "route_name",
-                "no_route",
-            ]
-            .into_iter()
-            .map(col)
-            .collect(),
-        )
-        .alias("attribution");
-    let frame = ctx.sql(&client_sql(window)).await?.with_column("attribution", attribution)?;
-    // Only NR and unmatched requests are listed by path.
-    let listed = col("attribution").eq(lit(NO_ROUTE)).or(col("attribution").eq(lit(UNMATCHED)));
-    let path = when(listed, col("path")).end()?.alias("path");
-    let keys = [
-        "reporter",
-        "direction",
-        "source_namespace",
-        "source_workload",
-        "authority",
-        "method",
-        "destination_service",
-        "destination_subset",
-        "status",
-        "response_flags",
-        "duration_ms",
-        "attribution",
-    ];
-    let mut group: Vec<_> = keys.into_iter().map(col).collect();
-    group.push(path);
-    Ok(frame.aggregate(group, vec![count(lit(1)).alias("requests"), max(col("timestamp")).alias("last_seen")])?)
-}
-
-/// What callers experienced over the window, from one query: the rows route attribution works on, and
-/// per destination service the requests and failures, and who called it.
+/// What callers experienced over the window: the rows route attribution works on, and per destination
+/// service the requests and failures, and who called it.
 #[derive(Debug, Default)]
 pub(super) struct ClientTraffic {
     pub rows: Vec<TrafficRow>,
@@ -286,58 +248,54 @@ pub(super) struct ClientTraffic {
     pub calls: BTreeSet<(String, String, String)>,
 }
 
-/// Runs the client-side query over the window.
-pub(super) async fn client_traffic(
-    ctx: &SessionContext,
-    mesh: &MeshConfig,
-    window: &Window,
-) -> Result<ClientTraffic, TrafficError> {
-    let batches = client_groups(ctx, mesh, window).await?.collect().await?;
-    let rows: Vec<ClientRow> = super::decode(&batches)?;
-    type Key = (String, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>);
-    type Destination = (Option<String>, Option<String>, i32);
-    let mut groups: HashMap<(Key, Destination), TrafficRow> = HashMap::new();
-    let mut traffic = ClientTraffic::default();
-    for row in rows {
-        let failures = Failures::of(row.status, &row.response_flags, row.requests);
-        if row.direction == "outbound"
-            && let Some(service) = &row.destination_service
-        {
-            let (requests, total) = traffic.services.entry(service.clone()).or_default();
-            *requests += row.requests;
-            total.add(&failures);
-            if let (Some(namespace), Some(workload)) = (&row.source_namespace, &row.source_workload) {
-                traffic.calls.insert((namespace.clone(), workload.clone(), service.clone()));
+impl<'a> FromIterator<ClientRow<'a>> for ClientTraffic {
+    fn from_iter<I: IntoIterator<Item = ClientRow<'a>>>(rows: I) -> Self {
+        type Key<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+        type Destination<'a> = (Option<&'a str>, Option<&'a str>, i32);
+        let owned = |s: Option<&str>| s.map(str::to_owned);
+        let mut groups: HashMap<(Key<'a>, Destination<'a>), TrafficRow> = HashMap::new();
+        let mut traffic = ClientTraffic::default();
+        for row in rows {
+            let failures = Failures::of(row.status, row.flags, row.requests);
+            if row.outbound
+                && let Some(service) = row.destination_service
+            {
+                let (requests, total) = traffic.services.entry(service.to_owned()).or_default();
+                *requests += row.requests;
+                total.add(&failures);
+                if let (Some(namespace), Some(workload)) = (row.source_namespace, row.source_workload) {
+                    traffic.calls.insert((namespace.to_owned(), workload.to_owned(), service.to_owned()));
+                }
+            }
+            let key = (
+                (row.reporter, row.source_namespace, row.source_workload, row.authority, row.path, row.method),
+                (row.destination_service, row.destination_subset, row.attribution),
+            );
+            let group = groups.entry(key).or_insert_with(|| TrafficRow {
+                reporter: row.reporter.to_owned(),
+                source_namespace: owned(row.source_namespace),
+                source_workload: owned(row.source_workload),
+                authority: owned(row.authority),
+                path: owned(row.path),
+                method: owned(row.method),
+                destination_service: owned(row.destination_service),
+                destination_subset: owned(row.destination_subset),
+                attribution: row.attribution,
+                requests: 0,
+                failures: Failures::default(),
+                last_seen: row.last_seen,
+                durations: Histogram::default(),
+            });
+            group.requests += row.requests;
+            group.failures.add(&failures);
+            group.last_seen = group.last_seen.max(row.last_seen);
+            if let Some(duration) = row.duration_ms {
+                group.durations.add(duration, row.requests);
             }
         }
-        let key = (
-            (row.reporter, row.source_namespace, row.source_workload, row.authority, row.path, row.method),
-            (row.destination_service, row.destination_subset, row.attribution),
-        );
-        let group = groups.entry(key).or_insert_with_key(|(key, destination)| TrafficRow {
-            reporter: key.0.clone(),
-            source_namespace: key.1.clone(),
-            source_workload: key.2.clone(),
-            authority: key.3.clone(),
-            path: key.4.clone(),
-            method: key.5.clone(),
-            destination_service: destination.0.clone(),
-            destination_subset: destination.1.clone(),
-            attribution: destination.2,
-            requests: 0,
-            failures: Failures::default(),
-            last_seen: row.last_seen,
-            durations: Histogram::default(),
-        });
-        group.requests += row.requests;
-        group.failures.add(&failures);
-        group.last_seen = group.last_seen.max(row.last_seen);
-        if let Some(duration) = row.duration_ms {
-            group.durations.add(duration, row.requests);
-        }
+        traffic.rows = groups.into_values().collect();
+        traffic
     }
-    traffic.rows = groups.into_values().collect();
-    Ok(traffic)
 }
 
 /// A destination of a weighted route: configured weight against observed requests.
@@ -435,7 +393,7 @@ struct Request<'r> {
 
 /// Evaluates route matches, compiling each regex once.
 #[derive(Default)]
-struct Matcher {
+pub(super) struct Matcher {
     regexes: HashMap<(String, bool), Option<Regex>>,
 }
 
@@ -573,67 +531,33 @@ impl Attribution {
     }
 }
 
+/// Whether the report lists the paths of requests attributed `code`: those of NR and unmatched requests.
+pub(super) fn lists_path(code: i32) -> bool {
+    matches!(code, NO_ROUTE | UNMATCHED)
+}
+
 /// What route attribution looks at of a request: what its access-log record shows.
-#[derive(Debug, Clone, Copy, Hash)]
-struct RouteKey<'r> {
-    reporter: &'r str,
-    source_namespace: Option<&'r str>,
-    source_workload: Option<&'r str>,
-    authority: Option<&'r str>,
-    path: Option<&'r str>,
-    method: Option<&'r str>,
-    route_name: Option<&'r str>,
-    no_route: bool,
-}
-
-/// A [`RouteKey`] that owns its strings (it hashes equal to the borrowed key it was made from).
-#[derive(Debug, Clone, Hash, PartialEq, Eq)]
-struct OwnedRouteKey {
-    reporter: String,
-    source_namespace: Option<String>,
-    source_workload: Option<String>,
-    authority: Option<String>,
-    path: Option<String>,
-    method: Option<String>,
-    route_name: Option<String>,
-    no_route: bool,
-}
-
-impl RouteKey<'_> {
-    fn to_owned_key(self) -> OwnedRouteKey {
-        OwnedRouteKey {
-            reporter: self.reporter.to_owned(),
-            source_namespace: self.source_namespace.map(str::to_owned),
-            source_workload: self.source_workload.map(str::to_owned),
-            authority: self.authority.map(str::to_owned),
-            path: self.path.map(str::to_owned),
-            method: self.method.map(str::to_owned),
-            route_name: self.route_name.map(str::to_owned),
-            no_route: self.no_route,
-        }
-    }
-
-    fn is(&self, owned: &OwnedRouteKey) -> bool {
-        self.reporter == owned.reporter
-            && self.source_namespace == owned.source_namespace.as_deref()
-            && self.source_workload == owned.source_workload.as_deref()
-            && self.authority == owned.authority.as_deref()
-            && self.path == owned.path.as_deref()
-            && self.method == owned.method.as_deref()
-            && self.route_name == owned.route_name.as_deref()
-            && self.no_route == owned.no_route
-    }
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RouteKey<'r> {
+    pub reporter: &'r str,
+    pub source_namespace: Option<&'r str>,
+    pub source_workload: Option<&'r str>,
+    pub authority: Option<&'r str>,
+    pub path: Option<&'r str>,
+    pub method: Option<&'r str>,
+    pub route_name: Option<&'r str>,
+    pub no_route: bool,
 }
 
 /// Attributes requests to the routes of one configuration; the rules are in the module docs.
-struct Attributor<'m> {
+pub(super) struct Attributor<'m> {
     mesh: &'m MeshConfig,
     table: Vec<RouteEntry<'m>>,
     workloads: Vec<WorkloadRef>,
 }
 
 impl<'m> Attributor<'m> {
-    fn new(mesh: &'m MeshConfig) -> Self {
+    pub(super) fn new(mesh: &'m MeshConfig) -> Self {
         Attributor { mesh, table: route_table(mesh), workloads: mesh.workloads() }
     }
 
@@ -672,6 +596,12 @@ impl<'m> Attributor<'m> {
             .collect()
     }
 
+    /// The [`Attribution::code`] of a request: requests alike in their key go the same way, so callers
+    /// attribute each distinct key once.
+    pub(super) fn code(&self, matcher: &mut Matcher, key: &RouteKey<'_>) -> i32 {
+        self.attribute(matcher, key).code()
+    }
+
     fn attribute(&self, matcher: &mut Matcher, key: &RouteKey<'_>) -> Attribution {
         if key.no_route {
             return Attribution::NoRoute;
@@ -690,143 +620,6 @@ impl<'m> Attributor<'m> {
         } else {
             Attribution::Unmatched
         }
-    }
-}
-
-/// Name of the scalar function [`client_sql`]'s grouping calls.
-const ROUTE_UDF: &str = "meshlens_route";
-
-/// `meshlens_route(reporter, source_namespace, source_workload, authority, path, method, route_name,
-/// no_route)`: the [`Attribution::code`] of each request against one configuration. Requests alike in all
-/// of that are attributed once (most share their key with many others), so the matcher runs once per
-/// distinct key and the scan pays a hash lookup per row.
-struct RouteUdf {
-    mesh: Arc<MeshConfig>,
-    signature: Signature,
-    /// foldhash: the scan hashes every row's key, eight strings, so SipHash would cost a visible share of it.
-    hasher: DefaultHashBuilder,
-    memo: RwLock<RouteMemo>,
-}
-
-#[derive(Default)]
-struct RouteMemo {
-    matcher: Matcher,
-    /// Codes by the key's hash; keys with the same hash share the bucket.
-    codes: hashbrown::HashMap<u64, Vec<(OwnedRouteKey, i32)>>,
-}
-
-impl RouteMemo {
-    fn get(&self, hash: u64, key: &RouteKey<'_>) -> Option<i32> {
-        self.codes.get(&hash)?.iter().find(|(owned, _)| key.is(owned)).map(|(_, code)| *code)
-    }
-}
-
-impl RouteUdf {
-    fn new(mesh: &MeshConfig) -> Self {
-        RouteUdf {
-            mesh: Arc::new(mesh.clone()),
-            signature: Signature::any(8, Volatility::Immutable),
-            hasher: DefaultHashBuilder::default(),
-            memo: RwLock::new(RouteMemo::default()),
-        }
-    }
-
-    /// The codes of `count` rows whose keys `key_of` gives.
-    fn codes<'k>(&self, count: usize, key_of: impl Fn(usize) -> RouteKey<'k>) -> Int32Array {
-        let mut codes = vec![0i32; count];
-        let mut missing = Vec::new();
-        {
-            let memo = self.memo.read().unwrap_or_else(PoisonError::into_inner);
-            for (row, code) in codes.iter_mut().enumerate() {
-                let key = key_of(row);
-                match memo.get(self.hasher.hash_one(key), &key) {
-                    Some(found) => *code = found,
-                    None => missing.push(row),
-                }
-            }
-        }
-        if !missing.is_empty() {
-            let attributor = Attributor::new(&self.mesh);
-            let mut memo = self.memo.write().unwrap_or_else(PoisonError::into_inner);
-            for row in missing {
-                let key = key_of(row);
-                let hash = self.hasher.hash_one(key);
-                codes[row] = match memo.get(hash, &key) {
-                    Some(found) => found,
-                    None => {
-                        let code = attributor.attribute(&mut memo.matcher, &key).code();
-                        memo.codes.entry(hash).or_default().push((key.to_owned_key(), code));
-                        code
-                    }
-                };
-            }
-        }
-        Int32Array::from(codes)
-    }
-}
-
-impl std::fmt::Debug for RouteUdf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RouteUdf").field("signature", &self.signature).finish_non_exhaustive()
-    }
-}
-
-/// One function per configuration: equal when built for the same one.
-impl PartialEq for RouteUdf {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.mesh, &other.mesh)
-    }
-}
-
-impl Eq for RouteUdf {}
-
-impl std::hash::Hash for RouteUdf {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        std::ptr::hash(Arc::as_ptr(&self.mesh), state);
-    }
-}
-
-impl ScalarUDFImpl for RouteUdf {
-    fn name(&self) -> &str {
-        ROUTE_UDF
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> datafusion::error::Result<DataType> {
-        Ok(DataType::Int32)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let [strings @ .., no_route] = arrays.as_slice() else {
-            return Err(DataFusionError::Internal(format!("{ROUTE_UDF} takes 8 arguments")));
-        };
-        // The store's strings are views already (then the cast is free); other tables' are viewed.
-        let strings: Vec<ArrayRef> =
-            strings.iter().map(|a| cast(a, &DataType::Utf8View)).collect::<Result<_, ArrowError>>()?;
-        let strings: Vec<&StringViewArray> = strings.iter().map(|a| a.as_string_view()).collect();
-        let no_route = cast(no_route, &DataType::Boolean)?;
-        let no_route = no_route.as_boolean();
-        let [reporter, source_namespace, source_workload, authority, path, method, route_name] = strings[..] else {
-            return Err(DataFusionError::Internal(format!("{ROUTE_UDF} takes 8 arguments")));
-        };
-        fn value(array: &StringViewArray, row: usize) -> Option<&str> {
-            array.is_valid(row).then(|| array.value(row))
-        }
-        let codes = self.codes(args.number_rows, |row| RouteKey {
-            reporter: value(reporter, row).unwrap_or(""),
-            source_namespace: value(source_namespace, row),
-            source_workload: value(source_workload, row),
-            authority: value(authority, row),
-            path: value(path, row),
-            method: value(method, row),
-            route_name: value(route_name, row),
-            no_route: no_route.is_valid(row) && no_route.value(row),
-        });
-        Ok(ColumnarValue::Array(Arc::new(codes)))
     }
 }
 
@@ -1153,8 +946,8 @@ mod tests {
         records.extend((0..3).map(|id| record(format!("/static/{id}"), vec![])));
         records.extend((0..2).map(|id| record(format!("/nothing/{id}"), vec!["NR".into()])));
         let ctx = super::super::requests_context(&records).unwrap();
-        let window = Window { start, end: start + chrono::TimeDelta::seconds(1) };
-        let traffic = client_traffic(&ctx, &mesh, &window).await.unwrap();
+        let window = super::super::Window { start, end: start + chrono::TimeDelta::seconds(1) };
+        let traffic = super::super::pass::gather(&ctx, &mesh, &window).await.unwrap().client;
         let mut rows: Vec<(i32, Option<&str>, u64)> =
             traffic.rows.iter().map(|r| (r.attribution, r.path.as_deref(), r.requests)).collect();
         rows.sort();

@@ -1,8 +1,9 @@
-//! The analyses keyed by request, in one pass over the window: pairing each request's client and server
-//! records ([`mtls`](super::mtls) coverage, and each edge's errors and latency) and counting the tries
-//! each destination logged per request ([`resilience`](super::resilience)'s retries). The same pass
-//! tallies what else is read off these records per destination service ([`Tallies`]: server latency,
-//! error bursts, errors per endpoint), so the window's files are decoded once for all of it.
+//! The one pass over the window's records that gathers the [`Evidence`] of every traffic analysis, so the
+//! window's files are decoded once: pairing each request's client and server records ([`mtls`](super::mtls)
+//! coverage, and each edge's errors and latency), counting the tries each destination logged per request
+//! ([`resilience`](super::resilience)'s retries), tallying what else single records tell per destination
+//! service ([`Tallies`]: server latency, error bursts, errors per endpoint), and grouping the client-side
+//! requests by the route they took ([`routes`](super::routes) usage, per-service failures, the call graph).
 //!
 //! Both group a window's records by request id. As SQL that is a hash join of the client and server sides
 //! on two strings, a grouping of the joined rows by nine columns, and a second grouping by request id: two
@@ -21,8 +22,10 @@
 use super::mtls::{EdgeKey, EdgeRow};
 use super::recommend::EndpointRow;
 use super::resilience::{BURST_MIN_ERRORS, BURST_SECONDS, BurstRow, Bursts, Retries, RetryRow};
+use super::routes::{Attributor, ClientRow, ClientTraffic, FailureFlags, Matcher, RouteKey, lists_path};
 use super::stats::{Histogram, Latency};
-use super::{TrafficError, Window};
+use super::{Evidence, TrafficError, Window};
+use chrono::DateTime;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, PrimitiveArray, RecordBatch, StringViewArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
@@ -33,6 +36,7 @@ use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use meshlens_model::mesh::MeshConfig;
 use meshlens_model::record::Mtls;
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hash};
@@ -42,45 +46,36 @@ use std::sync::{Arc, Mutex};
 /// Shards records are scattered over by key; 10M records make shards of ~40k, whose sort stays in cache.
 const SHARDS: usize = 256;
 
-/// What the pass found.
-pub(super) struct ByRequest {
-    /// Requests per edge and observed mTLS, with their durations.
-    pub pairs: Vec<EdgeRow>,
-    /// Tries per request as the destinations saw them, by destination service and method.
-    pub retries: Vec<RetryRow>,
-    /// Server-side latency per destination service.
-    pub server_latency: BTreeMap<String, Latency>,
-    /// 5xx bursts per destination service, for services with at least one.
-    pub bursts: Vec<BurstRow>,
-    /// Client calls and server errors per endpoint (upstream host) of each destination service.
-    pub endpoints: Vec<EndpointRow>,
-}
-
-/// The records the pass reads: every server record, and client records that name their destination.
+/// The records the pass reads: every server record, client records, and NR records whatever their
+/// direction (they never reached a cluster, so the proxy may not know it).
 fn records_sql(window: &Window) -> String {
     format!(
-        "SELECT request_id, direction = 'inbound' AS inbound, timestamp, source_namespace, source_workload,
-                downstream_remote_address, destination_service, destination_namespace, destination_workload,
-                upstream_cluster, upstream_host, method, mtls, status, duration_ms, attempts
+        "SELECT request_id, direction = 'inbound' AS inbound, direction = 'outbound' AS outbound, timestamp,
+                reporter, source_namespace, source_workload, downstream_remote_address, authority, path, method,
+                route_name, destination_service, destination_subset, destination_namespace, destination_workload,
+                upstream_cluster, upstream_host, mtls, status, response_flags, duration_ms, attempts
          FROM requests
-         WHERE {} AND (direction = 'inbound' OR (direction = 'outbound' AND destination_service IS NOT NULL))",
+         WHERE {} AND (direction IN ('inbound', 'outbound') OR array_has(response_flags, 'NR'))",
         window.sql()
     )
 }
 
 /// Runs the pass over the window: one scan per partition of the query, then the shards in parallel.
-pub(super) async fn gather(ctx: &SessionContext, window: &Window) -> Result<ByRequest, TrafficError> {
+pub(super) async fn gather(ctx: &SessionContext, mesh: &MeshConfig, window: &Window) -> Result<Evidence, TrafficError> {
     let streams = ctx.sql(&records_sql(window)).await?.execute_stream_partitioned().await?;
     let workers = streams.len().max(1);
     let catalog = Arc::new(Mutex::new(Catalog::default()));
     let key_hasher = KeyHasher::default();
+    let mesh = Arc::new(mesh.clone());
     let scans: Vec<_> = streams
         .into_iter()
         .map(|mut stream| {
             let mut scan = Scan::new(Arc::clone(&catalog), key_hasher.clone());
+            let mesh = Arc::clone(&mesh);
             SpawnedTask::spawn(async move {
+                let attributor = Attributor::new(&mesh);
                 while let Some(batch) = stream.next().await {
-                    scan.add(&batch?)?;
+                    scan.add(&batch?, &attributor)?;
                 }
                 Ok::<_, TrafficError>(scan)
             })
@@ -301,7 +296,8 @@ impl KeyHasher {
     }
 }
 
-/// One partition's scan: records with a key scattered over the shards, records without one counted at once.
+/// One partition's scan: records with a key scattered over the shards, records without one counted at once,
+/// client-side records grouped.
 struct Scan {
     catalog: ScanCatalog,
     key_hasher: KeyHasher,
@@ -309,9 +305,26 @@ struct Scan {
     groups: Groups,
     tallies: Tallies,
     /// Per column, the ids of the batch being read.
-    columns: [Vec<Option<StrId>>; 9],
+    columns: [Vec<Option<StrId>>; 14],
     /// mTLS values by id.
     mtls: HashMap<StrId, Mtls>,
+    /// Route attributions by what they look at: most requests share theirs with many others, so the
+    /// route table is evaluated once per distinct key.
+    routes: HashMap<RouteIds, i32>,
+    matcher: Matcher,
+}
+
+/// A [`RouteKey`] of interned strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct RouteIds {
+    reporter: Option<StrId>,
+    source_namespace: Option<StrId>,
+    source_workload: Option<StrId>,
+    authority: Option<StrId>,
+    path: Option<StrId>,
+    method: Option<StrId>,
+    route_name: Option<StrId>,
+    no_route: bool,
 }
 
 fn named<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, TrafficError> {
@@ -345,6 +358,33 @@ fn timestamps(batch: &RecordBatch) -> Result<PrimitiveArray<TimestampMicrosecond
     Ok(micros.as_primitive::<TimestampMicrosecondType>().clone())
 }
 
+/// Per row, the [`FailureFlags`] of its `response_flags` list.
+fn failure_flags(batch: &RecordBatch) -> Result<Vec<FailureFlags>, TrafficError> {
+    let column = named(batch, "response_flags")?;
+    let Some(lists) = column.as_list_opt::<i32>() else {
+        let message = format!("the requests query returned response_flags as {}", column.data_type());
+        return Err(DataFusionError::Execution(message).into());
+    };
+    let values = cast(lists.values(), &DataType::Utf8View)?;
+    let values = values.as_string_view();
+    Ok(lists
+        .offsets()
+        .windows(2)
+        .enumerate()
+        .map(|(row, range)| {
+            let mut flags = FailureFlags::default();
+            if lists.is_valid(row) {
+                for index in range[0] as usize..range[1] as usize {
+                    if values.is_valid(index) {
+                        flags.insert(FailureFlags::named(values.value(index)));
+                    }
+                }
+            }
+            flags
+        })
+        .collect())
+}
+
 fn value(array: &StringViewArray, row: usize) -> Option<&str> {
     array.is_valid(row).then(|| array.value(row))
 }
@@ -373,13 +413,18 @@ impl Scan {
             tallies: Tallies::default(),
             columns: Default::default(),
             mtls: HashMap::default(),
+            routes: HashMap::default(),
+            matcher: Matcher::default(),
         }
     }
 
-    fn add(&mut self, batch: &RecordBatch) -> Result<(), TrafficError> {
+    fn add(&mut self, batch: &RecordBatch, attributor: &Attributor<'_>) -> Result<(), TrafficError> {
         let request_id = strings(batch, "request_id")?;
         let inbound = column(batch, "inbound", &DataType::Boolean)?;
         let inbound: &BooleanArray = inbound.as_boolean();
+        let outbound = column(batch, "outbound", &DataType::Boolean)?;
+        let outbound: &BooleanArray = outbound.as_boolean();
+        let flags = failure_flags(batch)?;
         let timestamp = timestamps(batch)?;
         let remote_address = strings(batch, "downstream_remote_address")?;
         let status = primitives::<UInt16Type>(batch, "status")?;
@@ -395,6 +440,11 @@ impl Scan {
             "upstream_host",
             "method",
             "mtls",
+            "reporter",
+            "authority",
+            "path",
+            "route_name",
+            "destination_subset",
         ];
         for (name, ids) in names.into_iter().zip(&mut self.columns) {
             self.catalog.column(&strings(batch, name)?, ids);
@@ -409,10 +459,72 @@ impl Scan {
             upstream_host,
             method,
             mtls,
+            reporter,
+            authority,
+            path,
+            route_name,
+            destination_subset,
         ] = &self.columns;
 
         for row in 0..batch.num_rows() {
             let server = inbound.is_valid(row) && inbound.value(row);
+            let outbound = outbound.is_valid(row) && outbound.value(row);
+            let flags = flags[row];
+            let no_route = flags.contains(FailureFlags::NR);
+            if outbound || no_route {
+                let route = RouteIds {
+                    reporter: reporter[row],
+                    source_namespace: source_namespace[row],
+                    source_workload: source_workload[row],
+                    authority: authority[row],
+                    path: path[row],
+                    method: method[row],
+                    route_name: route_name[row],
+                    no_route,
+                };
+                let attribution = match self.routes.get(&route) {
+                    Some(&code) => code,
+                    None => {
+                        let catalog = self.catalog.shared();
+                        let s = |id: Option<StrId>| id.map(|id| catalog.string(id));
+                        let key = RouteKey {
+                            reporter: s(route.reporter).unwrap_or(""),
+                            source_namespace: s(route.source_namespace),
+                            source_workload: s(route.source_workload),
+                            authority: s(route.authority),
+                            path: s(route.path),
+                            method: s(route.method),
+                            route_name: s(route.route_name),
+                            no_route,
+                        };
+                        let code = attributor.code(&mut self.matcher, &key);
+                        drop(catalog);
+                        self.routes.insert(route, code);
+                        code
+                    }
+                };
+                let group = ClientGroup {
+                    reporter: route.reporter,
+                    outbound,
+                    source_namespace: route.source_namespace,
+                    source_workload: route.source_workload,
+                    authority: route.authority,
+                    path: route.path.filter(|_| lists_path(attribution)),
+                    method: route.method,
+                    destination_service: destination_service[row],
+                    destination_subset: destination_subset[row],
+                    status: status.is_valid(row).then(|| status.value(row)),
+                    flags,
+                    duration_ms: duration_ms
+                        .is_valid(row)
+                        .then(|| u32::try_from(duration_ms.value(row)).unwrap_or(u32::MAX)),
+                    attribution,
+                };
+                self.tallies.client(group, timestamp.value(row));
+            }
+            if !(server || outbound && destination_service[row].is_some()) {
+                continue;
+            }
             let source_address = match (server, source_workload[row]) {
                 (true, None) => value(&remote_address, row).map(|a| self.catalog.string_id(without_port(a))),
                 _ => None,
@@ -531,7 +643,7 @@ impl Groups {
     }
 
     /// The groups with their strings, merged by what the analyses tell apart, and the tallies.
-    fn resolve(self, catalog: &Catalog, tallies: Tallies) -> ByRequest {
+    fn resolve(self, catalog: &Catalog, tallies: Tallies) -> Evidence {
         let mut edges: BTreeMap<EdgeKey, EdgeRow> = BTreeMap::new();
         for (group, counts) in self.pairs {
             let client = group.client.map(|id| catalog.attributes(id)).unwrap_or_default();
@@ -560,8 +672,8 @@ impl Groups {
                 &counts,
             );
         }
-        let (server_latency, bursts, endpoints) = tallies.resolve(catalog);
-        ByRequest {
+        let (server_latency, bursts, endpoints, client) = tallies.resolve(catalog);
+        Evidence {
             pairs: edges.into_values().collect(),
             retries: retries
                 .into_iter()
@@ -570,11 +682,31 @@ impl Groups {
             server_latency,
             bursts,
             endpoints,
+            client,
         }
     }
 }
 
-/// Per destination service, what single records tell, counted while the pass reads them.
+/// Client-side requests alike in everything [`ClientRow`] tells apart, with interned strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ClientGroup {
+    reporter: Option<StrId>,
+    outbound: bool,
+    source_namespace: Option<StrId>,
+    source_workload: Option<StrId>,
+    authority: Option<StrId>,
+    path: Option<StrId>,
+    method: Option<StrId>,
+    destination_service: Option<StrId>,
+    destination_subset: Option<StrId>,
+    status: Option<u16>,
+    flags: FailureFlags,
+    duration_ms: Option<u32>,
+    attribution: i32,
+}
+
+/// What single records tell, counted while the pass reads them: per destination service, and the
+/// client-side requests by [`ClientGroup`].
 #[derive(Default)]
 struct Tallies {
     /// Server records by (service, duration ms): the server-side latency.
@@ -583,6 +715,8 @@ struct Tallies {
     failures_per_bucket: HashMap<(StrId, i64), u64>,
     /// Client calls and their failures by (service, upstream host).
     endpoints: HashMap<(StrId, StrId), (u64, u64)>,
+    /// Client-side requests and the latest one's timestamp (microseconds since the epoch) by group.
+    clients: HashMap<ClientGroup, (u64, i64)>,
 }
 
 impl Tallies {
@@ -606,6 +740,12 @@ impl Tallies {
         }
     }
 
+    fn client(&mut self, group: ClientGroup, timestamp: i64) {
+        let (requests, last_seen) = self.clients.entry(group).or_insert((0, timestamp));
+        *requests += 1;
+        *last_seen = (*last_seen).max(timestamp);
+    }
+
     fn merge(&mut self, other: Tallies) {
         for (key, count) in other.server_durations {
             *self.server_durations.entry(key).or_default() += count;
@@ -618,9 +758,14 @@ impl Tallies {
             into.0 += calls;
             into.1 += errors;
         }
+        for (group, (requests, last_seen)) in other.clients {
+            let into = self.clients.entry(group).or_insert((0, last_seen));
+            into.0 += requests;
+            into.1 = into.1.max(last_seen);
+        }
     }
 
-    fn resolve(self, catalog: &Catalog) -> (BTreeMap<String, Latency>, Vec<BurstRow>, Vec<EndpointRow>) {
+    fn resolve(self, catalog: &Catalog) -> (BTreeMap<String, Latency>, Vec<BurstRow>, Vec<EndpointRow>, ClientTraffic) {
         let mut histograms: BTreeMap<&str, Histogram> = BTreeMap::new();
         for ((service, duration), count) in self.server_durations {
             histograms.entry(catalog.string(service)).or_default().add(duration, count);
@@ -653,7 +798,29 @@ impl Tallies {
         endpoints.sort_by(|a, b| {
             (&a.destination_service, a.requests, a.errors).cmp(&(&b.destination_service, b.requests, b.errors))
         });
-        (latency, bursts, endpoints)
+        let s = |id: Option<StrId>| id.map(|id| catalog.string(id));
+        let client = self
+            .clients
+            .iter()
+            .map(|(group, &(requests, last_seen))| ClientRow {
+                reporter: s(group.reporter).unwrap_or(""),
+                outbound: group.outbound,
+                source_namespace: s(group.source_namespace),
+                source_workload: s(group.source_workload),
+                authority: s(group.authority),
+                path: s(group.path),
+                method: s(group.method),
+                destination_service: s(group.destination_service),
+                destination_subset: s(group.destination_subset),
+                status: group.status,
+                flags: group.flags,
+                duration_ms: group.duration_ms.map(u64::from),
+                attribution: group.attribution,
+                requests,
+                last_seen: DateTime::from_timestamp_micros(last_seen).unwrap_or_default(),
+            })
+            .collect();
+        (latency, bursts, endpoints, client)
     }
 }
 
