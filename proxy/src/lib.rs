@@ -4,7 +4,7 @@
 //! vocabulary (access-log format, response flags, `istio_*` metrics) so that its telemetry feeds meshlens
 //! like any Envoy's.
 //!
-//! The request path is a stack of tower layers ([`stack`]) over a config [`config::Snapshot`] compiled
+//! The request path is a sequence of stages ([`stack`]), one future per request, over a config [`config::Snapshot`] compiled
 //! from the model's `MeshConfig`: routes ([`route`]), clusters with DestinationRule traffic policy
 //! ([`cluster`]), policies ([`authz`]). Listeners ([`server`]) terminate TLS and HTTP; [`tls`] and [`ca`]
 //! provide SPIFFE identities; [`telemetry`] writes access logs and metrics and [`otlp`] exports spans and

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
-use tower::ServiceExt;
 
 /// Downstream limits.
 #[derive(Debug, Clone)]
@@ -175,11 +174,11 @@ async fn serve_http<I>(io: TokioIo<I>, conn: ConnInfo, ctx: ListenerContext) -> 
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = ctx.service.clone();
+    let stack = ctx.service.clone();
     let conn = Arc::new(conn);
-    let hyper_service = hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(conn.clone());
-        service.clone().oneshot(request)
+    let hyper_service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+        let (stack, conn) = (stack.clone(), conn.clone());
+        async move { Ok::<_, std::convert::Infallible>(stack.handle(request, conn).await) }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // hyper refuses buffers under 8 KiB; a zero idle timeout means "hyper's defaults".

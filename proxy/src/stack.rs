@@ -1,14 +1,18 @@
-//! The request path as tower layers, composed top-down in [`build`] the way linkerd2-proxy stacks its
-//! services: each layer does one thing and hands what it learned to the layers below through request
-//! extensions ([`Routed`], [`Info`]), never through shared globals.
+//! The request path of one side of the proxy: the stages a request goes through, top-down, each a
+//! function that does one thing and hands what it learned to the next through the request's context
+//! ([`Ctx`], fixed on arrival) and its [`RequestInfo`] (what the access log will say).
 //!
 //! ```text
 //! pin snapshot -> request id / traceparent -> access log -> local reply (ProxyError -> response)
 //!   -> buffer body -> [authorize, inbound] -> route -> fault -> mirror -> timeout -> retry -> forward
 //! ```
+//!
+//! The stages are plain async functions awaited in one another rather than tower layers: a request is
+//! one future, built in place by hyper, instead of a boxed future, a cloned service and a type-map entry
+//! per layer (docs/benchmarks.md, proxy).
 
 use crate::authz::RequestAttributes;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Picked};
 use crate::config::{SharedSnapshot, Snapshot, View};
 use crate::error::ProxyError;
 use crate::otlp::{Attributes, SpanData, TraceContext, new_span_id, new_trace_id, push_hex, span_name};
@@ -16,24 +20,17 @@ use crate::route::{Action, Matched, RequestView, Route};
 use crate::telemetry::{LogEntry, Telemetry};
 use crate::{BoxError, ProxyBody};
 use bytes::Bytes;
-use futures::future::Either;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use meshlens_model::names::IstioSni;
 use meshlens_model::{Direction, Mtls, Reporter, RequestRecord, SourceFormat, SpiffeId};
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
-use tower::util::BoxCloneService;
-use tower::{Service, ServiceBuilder, ServiceExt};
-
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
 // Header names as constants: a `&str` name passed to `HeaderMap::insert` is copied into a new allocation
 // on every request.
@@ -81,7 +78,7 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
-/// What the layers learn about one request, for the access log.
+/// What the stages learn about one request, for the access log.
 #[derive(Debug, Default)]
 pub struct RequestInfo {
     pub route_name: Option<String>,
@@ -103,30 +100,20 @@ pub struct RequestInfo {
     pub upstream_mtls: Option<bool>,
 }
 
-/// Shared handle to a request's [`RequestInfo`].
-#[derive(Debug, Clone, Default)]
-pub struct Info(Arc<Mutex<RequestInfo>>);
-
-impl Info {
-    pub fn update(&self, f: impl FnOnce(&mut RequestInfo)) {
-        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
-    }
-
-    fn take(&self) -> RequestInfo {
-        std::mem::take(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
-    }
+/// What every stage may read about a request: fixed when it arrives.
+struct Ctx {
+    conn: Arc<ConnInfo>,
+    /// The request keeps this snapshot even if a reload swaps in another meanwhile.
+    snapshot: Arc<Snapshot>,
+    /// This hop's server span.
+    trace: TraceContext,
 }
 
-/// The route decision, for the layers below the router.
-#[derive(Debug, Clone)]
-pub struct Routed {
-    pub route: Arc<Route>,
-    pub cluster: Arc<Cluster>,
+/// The route decision, for the stages below the router.
+struct Routed {
+    route: Arc<Route>,
+    cluster: Arc<Cluster>,
 }
-
-/// Endpoints already tried for this request (Envoy's previous-hosts retry predicate).
-#[derive(Debug, Clone, Default)]
-struct PreviousHosts(Vec<String>);
 
 /// Who this proxy is, for access-log and metric attribution.
 #[derive(Debug, Clone, Default)]
@@ -148,84 +135,88 @@ pub struct StackConfig {
     pub mirror_slots: Arc<tokio::sync::Semaphore>,
 }
 
-pub type HttpService = BoxCloneService<Request<hyper::body::Incoming>, Response<ProxyBody>, Infallible>;
+/// The whole request path for one side of the proxy, shared by its listeners' connections.
+pub type HttpService = Arc<Stack>;
 
-/// The whole request path for one side of the proxy.
-pub fn build(snapshot: SharedSnapshot, config: StackConfig) -> HttpService {
-    let side = config.side;
-    let inner = ServiceBuilder::new()
-        .layer_fn(|inner| Router { inner, side, me: config.me.clone() })
-        .layer_fn(|inner| Faults { inner })
-        .layer_fn(|inner| Mirrors { inner, slots: config.mirror_slots.clone() })
-        .layer_fn(|inner| Timeouts { inner })
-        .layer_fn(|inner| Retries { inner })
-        .service(Forward { side, me: config.me.clone(), telemetry: config.telemetry.clone() });
-    let inner: BoxCloneService<Request<Bytes>, Response<ProxyBody>, ProxyError> =
-        if side == Side::Inbound { BoxCloneService::new(Authorize { inner }) } else { BoxCloneService::new(inner) };
-    let stack = ServiceBuilder::new()
-        .layer_fn(|inner| PinSnapshot { inner, snapshot: snapshot.clone() })
-        .layer_fn(|inner| RequestIds { inner, telemetry: config.telemetry.clone() })
-        .layer_fn(|inner| AccessLog { inner, config: config.clone() })
-        .layer_fn(|inner| LocalReplies { inner })
-        .layer_fn(|inner| BufferBody { inner, max: config.max_request_body })
-        .service(inner);
-    BoxCloneService::new(stack)
+/// The request path for one side of the proxy.
+pub struct Stack {
+    snapshot: SharedSnapshot,
+    config: StackConfig,
 }
 
-/// Boilerplate shared by every layer: always ready (inner services are cloned per call), boxed future.
-///
-/// Every layer is always ready, so a layer may also call its inner service directly without `poll_ready`;
-/// the `pass_if` form does so, unboxed and without a clone, for requests it has nothing to do for.
-macro_rules! service {
-    ($name:ident<$inner:ident>, pass_if |$peek:ident| $pass:expr, |$this:ident, $request:ident| $body:expr) => {
-        impl<$inner> Service<Request<Bytes>> for $name<$inner>
-        where
-            $inner:
-                Service<Request<Bytes>, Response = Response<ProxyBody>, Error = ProxyError> + Clone + Send + 'static,
-            $inner::Future: Send,
-        {
-            type Response = Response<ProxyBody>;
-            type Error = ProxyError;
-            type Future = Either<$inner::Future, BoxFuture<Response<ProxyBody>, ProxyError>>;
+pub fn build(snapshot: SharedSnapshot, config: StackConfig) -> HttpService {
+    Arc::new(Stack { snapshot, config })
+}
 
-            fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
-                Poll::Ready(Ok(()))
-            }
+impl Stack {
+    /// Serves one request that arrived on `conn`. Never fails: errors become local replies, and every
+    /// response is logged when its body ends.
+    pub async fn handle<B>(&self, mut request: Request<B>, conn: Arc<ConnInfo>) -> Response<ProxyBody>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let started = Instant::now();
+        let snapshot = self.snapshot.current();
+        let trace = self.request_ids(request.headers_mut());
+        let ctx = Ctx { conn, snapshot, trace };
+        let pending = PendingLog::start(&request, &ctx, &self.config, started);
+        let mut info = RequestInfo::default();
+        let response = match self.proxy(&ctx, &mut info, request).await {
+            Ok(response) => response,
+            Err(error) => local_reply(&mut info, &error),
+        };
+        let (parts, body) = response.into_parts();
+        let pending = pending.with_response(parts.status, &parts.headers, info);
+        Response::from_parts(parts, LoggedBody { inner: body, bytes: 0, pending: Some(pending) }.boxed_unsync())
+    }
 
-            fn call(&mut self, $request: Request<Bytes>) -> Self::Future {
-                let pass = {
-                    let $peek = &$request;
-                    $pass
-                };
-                if pass {
-                    return Either::Left(self.inner.call($request));
-                }
-                let $this = self.clone();
-                Either::Right(Box::pin(async move { $body }))
-            }
+    /// Gives the request an `x-request-id` if it has none, and this hop's span its trace context.
+    fn request_ids(&self, headers: &mut http::HeaderMap) -> TraceContext {
+        let has_id = headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).is_some_and(|v| !v.trim().is_empty());
+        if !has_id && let Ok(id) = HeaderValue::try_from(uuid_v4()) {
+            headers.insert(X_REQUEST_ID, id);
         }
-    };
-    ($name:ident<$inner:ident> ($req:ty) -> $err:ty, |$this:ident, $request:ident| $body:expr) => {
-        impl<$inner> Service<$req> for $name<$inner>
-        where
-            $inner:
-                Service<Request<Bytes>, Response = Response<ProxyBody>, Error = ProxyError> + Clone + Send + 'static,
-            $inner::Future: Send,
-        {
-            type Response = Response<ProxyBody>;
-            type Error = $err;
-            type Future = BoxFuture<Response<ProxyBody>, $err>;
-
-            fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), $err>> {
-                Poll::Ready(Ok(()))
+        // This hop's server span continues the caller's trace, or starts one. Sampling is parent-based: a
+        // caller's decision stands; a new trace is sampled at the configured ratio when spans are exported.
+        let incoming = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceContext::parse_traceparent);
+        let trace = match incoming {
+            Some((trace_id, parent, sampled)) => {
+                TraceContext { trace_id, span_id: new_span_id(), parent_span_id: Some(parent), sampled }
             }
-
-            fn call(&mut self, $request: $req) -> Self::Future {
-                let $this = self.clone();
-                Box::pin(async move { $body })
-            }
+            None => TraceContext {
+                trace_id: new_trace_id(),
+                span_id: new_span_id(),
+                parent_span_id: None,
+                sampled: self.config.telemetry.otlp().is_some_and(|otlp| otlp.sample_root()),
+            },
+        };
+        // Upstream attempts replace it with their client span (see `forward`); mirrors keep this one.
+        if let Ok(value) = HeaderValue::try_from(trace.traceparent(trace.span_id)) {
+            headers.insert(TRACEPARENT, value);
         }
-    };
+        trace
+    }
+
+    /// Everything below the access log: what can fail with a [`ProxyError`].
+    async fn proxy<B>(
+        &self,
+        ctx: &Ctx,
+        info: &mut RequestInfo,
+        request: Request<B>,
+    ) -> Result<Response<ProxyBody>, ProxyError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let request = buffer_body(request, self.config.max_request_body, info).await?;
+        if self.config.side == Side::Inbound {
+            authorize(ctx, &request)?;
+        }
+        self.route(ctx, info, request).await
+    }
 }
 
 fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
@@ -235,34 +226,7 @@ fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Outer layers (generic over the downstream body)
-
-#[derive(Clone)]
-struct PinSnapshot<S> {
-    inner: S,
-    snapshot: SharedSnapshot,
-}
-
-impl<S, B> Service<Request<B>> for PinSnapshot<S>
-where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        // The request keeps this snapshot even if a reload swaps in another meanwhile.
-        request.extensions_mut().insert(self.snapshot.current());
-        self.inner.call(request)
-    }
-}
+// Outer stages (the request as it arrived)
 
 /// A random (version 4) UUID in its 36-character form, written into one allocation: this runs for every
 /// request that arrives without an id.
@@ -279,90 +243,6 @@ fn uuid_v4() -> String {
     id
 }
 
-#[derive(Clone)]
-struct RequestIds<S> {
-    inner: S,
-    telemetry: Arc<Telemetry>,
-}
-
-impl<S, B> Service<Request<B>> for RequestIds<S>
-where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let headers = request.headers_mut();
-        let has_id = headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).is_some_and(|v| !v.trim().is_empty());
-        if !has_id && let Ok(id) = HeaderValue::try_from(uuid_v4()) {
-            headers.insert(X_REQUEST_ID, id);
-        }
-        // This hop's server span continues the caller's trace, or starts one. Sampling is parent-based: a
-        // caller's decision stands; a new trace is sampled at the configured ratio when spans are exported.
-        let incoming = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceContext::parse_traceparent);
-        let trace = match incoming {
-            Some((trace_id, parent, sampled)) => {
-                TraceContext { trace_id, span_id: new_span_id(), parent_span_id: Some(parent), sampled }
-            }
-            None => TraceContext {
-                trace_id: new_trace_id(),
-                span_id: new_span_id(),
-                parent_span_id: None,
-                sampled: self.telemetry.otlp().is_some_and(|otlp| otlp.sample_root()),
-            },
-        };
-        // Upstream attempts replace it with their client span (see `Forward`); mirrors keep this one.
-        if let Ok(value) = HeaderValue::try_from(trace.traceparent(trace.span_id)) {
-            headers.insert(TRACEPARENT, value);
-        }
-        request.extensions_mut().insert(trace);
-        self.inner.call(request)
-    }
-}
-
-#[derive(Clone)]
-struct AccessLog<S> {
-    inner: S,
-    config: StackConfig,
-}
-
-impl<S, B> Service<Request<B>> for AccessLog<S>
-where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = BoxFuture<Response<ProxyBody>, Infallible>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let started = Instant::now();
-        let info = Info::default();
-        request.extensions_mut().insert(info.clone());
-        let pending = PendingLog::start(&request, &self.config, info, started);
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            let (parts, body) = response.into_parts();
-            let pending = pending.with_response(parts.status, &parts.headers);
-            Ok(Response::from_parts(parts, LoggedBody { inner: body, bytes: 0, pending: Some(pending) }.boxed_unsync()))
-        })
-    }
-}
-
 /// The order Envoy prints response flags in.
 const FLAG_ORDER: [&str; 20] = [
     "LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE", "DC", "URX", "SI", "IH",
@@ -373,19 +253,19 @@ const FLAG_ORDER: [&str; 20] = [
 struct PendingLog {
     /// Boxed: the record is most of a kilobyte, and the pending log moves through several owners.
     record: Box<RequestRecord>,
-    info: Info,
+    info: RequestInfo,
     started: Instant,
     trace: Option<TraceContext>,
     telemetry: Arc<Telemetry>,
 }
 
 impl PendingLog {
-    fn start<B>(request: &Request<B>, config: &StackConfig, info: Info, started: Instant) -> PendingLog {
+    fn start<B>(request: &Request<B>, ctx: &Ctx, config: &StackConfig, started: Instant) -> PendingLog {
         let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let conn = request.extensions().get::<Arc<ConnInfo>>();
-        let trace = request.extensions().get::<TraceContext>().copied();
+        let conn = &ctx.conn;
+        let trace = ctx.trace;
         let side = config.side;
-        let peer = conn.and_then(|c| c.peer.clone());
+        let peer = conn.peer.clone();
         let (source_workload, source_namespace, source_principal) = match side {
             Side::Inbound => {
                 // The client's workload comes from the peer metadata id its sidecar sent, trusted only
@@ -423,27 +303,35 @@ impl PendingLog {
             record.protocol = Some(format!("{:?}", request.version()));
             record.authority = request.uri().authority().map(|a| a.to_string()).or_else(|| header("host"));
             record.request_id = header("x-request-id");
-            record.trace_id = trace.map(|t| format!("{:032x}", t.trace_id));
-            record.span_id = trace.map(|t| format!("{:016x}", t.span_id));
+            record.trace_id = Some(format!("{:032x}", trace.trace_id));
+            record.span_id = Some(format!("{:016x}", trace.span_id));
             record.user_agent = header("user-agent");
             record.x_forwarded_for = header("x-forwarded-for");
-            record.downstream_local_address = conn.map(|c| c.local.to_string());
-            record.downstream_remote_address = conn.map(|c| c.remote.to_string());
-            record.requested_server_name = conn.and_then(|c| c.sni.clone());
-            record.tls_version = conn.and_then(|c| c.tls_version.clone());
+            record.downstream_local_address = Some(conn.local.to_string());
+            record.downstream_remote_address = Some(conn.remote.to_string());
+            record.requested_server_name.clone_from(&conn.sni);
+            record.tls_version.clone_from(&conn.tls_version);
         }
-        PendingLog { record: Box::new(record), info, started, trace, telemetry: config.telemetry.clone() }
+        PendingLog {
+            record: Box::new(record),
+            info: RequestInfo::default(),
+            started,
+            trace: Some(trace),
+            telemetry: config.telemetry.clone(),
+        }
     }
 
-    fn with_response(mut self, status: StatusCode, headers: &http::HeaderMap) -> PendingLog {
+    /// The response's head has been sent; the stages have learned all they will.
+    fn with_response(mut self, status: StatusCode, headers: &http::HeaderMap, info: RequestInfo) -> PendingLog {
         self.record.status = Some(status.as_u16());
         self.record.upstream_service_time_ms =
             headers.get(X_ENVOY_UPSTREAM_SERVICE_TIME).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        self.info = info;
         self
     }
 
     fn finish(mut self, bytes_sent: u64) {
-        let info = self.info.take();
+        let info = std::mem::take(&mut self.info);
         let r = &mut self.record;
         let duration = self.started.elapsed();
         r.duration_ms = Some(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
@@ -531,102 +419,38 @@ impl Drop for LoggedBody {
     }
 }
 
-#[derive(Clone)]
-struct LocalReplies<S> {
-    inner: S,
-}
-
-impl<S, B> Service<Request<B>> for LocalReplies<S>
-where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = BoxFuture<Response<ProxyBody>, Infallible>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+/// The response a stage's error gets, as Envoy answers it, with the flag and details it logs.
+fn local_reply(info: &mut RequestInfo, error: &ProxyError) -> Response<ProxyBody> {
+    let reply = error.local_reply();
+    info.flags.extend(reply.flag);
+    info.details = Some(reply.details.clone());
+    if reply.transport_failure.is_some() {
+        info.transport_failure.clone_from(&reply.transport_failure);
     }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let info = request.extensions().get::<Info>().cloned().unwrap_or_default();
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            match response.await {
-                Ok(response) => Ok(response),
-                Err(error) => {
-                    let reply = error.local_reply();
-                    info.update(|i| {
-                        i.flags.extend(reply.flag);
-                        i.details = Some(reply.details.clone());
-                        if reply.transport_failure.is_some() {
-                            i.transport_failure.clone_from(&reply.transport_failure);
-                        }
-                    });
-                    let mut response = full(reply.status, reply.body);
-                    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-                    Ok(response)
-                }
-            }
-        })
-    }
+    let mut response = full(reply.status, reply.body);
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
 }
 
-#[derive(Clone)]
-struct BufferBody<S> {
-    inner: S,
-    max: usize,
-}
-
-impl<S, B> Service<Request<B>> for BufferBody<S>
+/// Reads the body (up to `max`), so that retries and mirrors can replay it.
+async fn buffer_body<B>(request: Request<B>, max: usize, info: &mut RequestInfo) -> Result<Request<Bytes>, ProxyError>
 where
-    S: Service<Request<Bytes>, Response = Response<ProxyBody>, Error = ProxyError> + Clone + Send + 'static,
-    S::Future: Send,
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<ProxyBody>;
-    type Error = ProxyError;
-    type Future = BoxFuture<Response<ProxyBody>, ProxyError>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let (inner, max) = (self.inner.clone(), self.max);
-        Box::pin(async move {
-            let (parts, body) = request.into_parts();
-            // Bodies are buffered (up to `max`) so that retries and mirrors can replay them.
-            let bytes = match Limited::new(body, max).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(err) if err.is::<http_body_util::LengthLimitError>() => {
-                    return Err(ProxyError::PayloadTooLarge(max));
-                }
-                Err(err) => return Err(ProxyError::Downstream(err.to_string())),
-            };
-            if let Some(info) = parts.extensions.get::<Info>() {
-                info.update(|i| i.bytes_received = bytes.len() as u64);
-            }
-            inner.oneshot(Request::from_parts(parts, bytes)).await
-        })
-    }
+    let (parts, body) = request.into_parts();
+    let bytes = match Limited::new(body, max).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => return Err(ProxyError::PayloadTooLarge(max)),
+        Err(err) => return Err(ProxyError::Downstream(err.to_string())),
+    };
+    info.bytes_received = bytes.len() as u64;
+    Ok(Request::from_parts(parts, bytes))
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Inner layers (buffered requests)
-
-fn snapshot_of(request: &Request<Bytes>) -> Result<Arc<Snapshot>, ProxyError> {
-    // Pinned by the outermost layer; absent only if the stack were assembled wrongly.
-    request.extensions().get::<Arc<Snapshot>>().cloned().ok_or(ProxyError::NoRoute)
-}
-
-fn info_of(request: &Request<Bytes>) -> Info {
-    request.extensions().get::<Info>().cloned().unwrap_or_default()
-}
+// Inner stages (buffered requests)
 
 /// Authority (from the absolute URI or `Host`), split into lowercase host and port.
 fn authority(request: &Request<Bytes>) -> (String, Option<u16>) {
@@ -648,29 +472,23 @@ fn authority(request: &Request<Bytes>) -> (String, Option<u16>) {
     }
 }
 
-#[derive(Clone)]
-struct Authorize<S> {
-    inner: S,
-}
-
-service!(Authorize<S>(Request<Bytes>) -> ProxyError, |this, request| {
-    let snapshot = snapshot_of(&request)?;
-    if let View::Sidecar(view) = &snapshot.view {
-        let conn = request.extensions().get::<Arc<ConnInfo>>();
-        let (host, _) = authority(&request);
+/// The workload's AuthorizationPolicies, on the inbound side.
+fn authorize(ctx: &Ctx, request: &Request<Bytes>) -> Result<(), ProxyError> {
+    if let View::Sidecar(view) = &ctx.snapshot.view {
+        let (host, _) = authority(request);
         let attributes = RequestAttributes {
-            principal: conn.and_then(|c| c.peer.as_ref()),
-            remote_ip: conn.map(|c| c.remote.ip()),
+            principal: ctx.conn.peer.as_ref(),
+            remote_ip: Some(ctx.conn.remote.ip()),
             host: &host,
-            port: conn.map_or(0, |c| c.port),
+            port: ctx.conn.port,
             method: request.method(),
             path: request.uri().path(),
             headers: request.headers(),
         };
         view.authz.check(&attributes).map_err(ProxyError::RbacDenied)?;
     }
-    this.inner.oneshot(request).await
-});
+    Ok(())
+}
 
 /// `(workload, namespace)` from a peer metadata id.
 fn parse_peer_id(id: &str) -> Option<(String, String)> {
@@ -700,26 +518,21 @@ fn outbound_host(snapshot: &Snapshot, host: &str, namespace: &str) -> String {
     }
 }
 
-#[derive(Clone)]
-struct Router<S> {
-    inner: S,
-    side: Side,
-    me: Arc<SelfInfo>,
-}
-
-impl<S> Router<S> {
-    fn find(&self, snapshot: &Snapshot, request: &Request<Bytes>) -> Result<(Matched, Option<u16>), ProxyError> {
-        let conn = request.extensions().get::<Arc<ConnInfo>>();
+impl Stack {
+    /// The route the request takes, and the port it was addressed to.
+    fn find(&self, ctx: &Ctx, request: &Request<Bytes>) -> Result<(Matched, Option<u16>), ProxyError> {
+        let snapshot = &ctx.snapshot;
+        let conn = &ctx.conn;
         let (host, port) = authority(request);
         let no_labels = BTreeMap::new();
-        let (table, host, port, gateways, labels) = match (&snapshot.view, self.side) {
+        let (table, host, port, gateways, labels) = match (&snapshot.view, self.config.side) {
             (View::Gateway(ports), _) => {
-                let listener = conn.map(|c| c.port).ok_or(ProxyError::NoRoute)?;
+                let listener = conn.port;
                 let gw = ports.get(&listener).ok_or(ProxyError::NoRoute)?;
                 (&gw.table, host, Some(listener), gw.gateways.as_slice(), &no_labels)
             }
             (View::Sidecar(view), Side::Inbound) => {
-                let listener = conn.map(|c| c.port).ok_or(ProxyError::NoRoute)?;
+                let listener = conn.port;
                 let (table, _, _) = view.inbound.get(&listener).ok_or(ProxyError::NoRoute)?;
                 (table, host, Some(listener), &[][..], &view.me.labels)
             }
@@ -735,19 +548,19 @@ impl<S> Router<S> {
             port,
             path: request.uri().path(),
             query: request.uri().query(),
-            scheme: request.uri().scheme_str().unwrap_or(if conn.is_some_and(|c| c.tls) { "https" } else { "http" }),
+            scheme: request.uri().scheme_str().unwrap_or(if conn.tls { "https" } else { "http" }),
             headers: request.headers(),
             gateways,
             source_labels: labels,
-            source_namespace: self.me.namespace.as_deref(),
+            source_namespace: self.config.me.namespace.as_deref(),
         };
         table.find(&view).map(|m| (m, port)).ok_or(ProxyError::NoRoute)
     }
 }
 
 /// A response the route itself makes (redirect, directResponse), logged as Envoy does.
-fn direct_response(info: &Info, response: Response<ProxyBody>) -> Response<ProxyBody> {
-    info.update(|i| i.details = Some("direct_response".into()));
+fn direct_response(info: &mut RequestInfo, response: Response<ProxyBody>) -> Response<ProxyBody> {
+    info.details = Some("direct_response".into());
     response
 }
 
@@ -771,80 +584,68 @@ fn redirect_response(request: &Request<Bytes>, redirect: &crate::route::Redirect
     response
 }
 
-impl<S> Service<Request<Bytes>> for Router<S>
-where
-    S: Service<Request<Bytes>, Response = Response<ProxyBody>, Error = ProxyError> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    type Response = Response<ProxyBody>;
-    type Error = ProxyError;
-    type Future = BoxFuture<Response<ProxyBody>, ProxyError>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut request: Request<Bytes>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let snapshot = snapshot_of(&request)?;
-            let info = info_of(&request);
-            let (matched, port) = this.find(&snapshot, &request)?;
-            let route = matched.route.clone();
-            info.update(|i| i.route_name.clone_from(&route.name));
-            let targets = match &route.action {
-                Action::Forward(targets) => targets,
-                Action::Redirect(redirect) => return Ok(direct_response(&info, redirect_response(&request, redirect))),
-                Action::Direct { status, body } => return Ok(direct_response(&info, full(*status, body.clone()))),
-            };
-            let picked = Route::pick(targets).ok_or(ProxyError::NoRoute)?;
-            let cluster = snapshot.cluster_for(&picked.target, port)?;
-            let conn = request.extensions().get::<Arc<ConnInfo>>().cloned();
-            info.update(|i| {
-                i.cluster = Some(cluster.spec.name.clone());
-                match &cluster.spec.host {
-                    Some(host) => {
-                        i.destination_service = Some(host.clone());
-                        i.destination_port = Some(cluster.spec.port);
-                        i.destination_subset.clone_from(&cluster.spec.subset);
-                    }
-                    None => {
-                        // Inbound: this workload is the destination; the client's SNI names the service.
-                        let sni = conn.as_ref().and_then(|c| c.sni.as_deref()).and_then(|s| s.parse::<IstioSni>().ok());
-                        if let View::Sidecar(view) = &snapshot.view {
-                            let service = view.inbound.get(&cluster.spec.port).and_then(|(_, _, s)| s.clone());
-                            i.destination_service = sni.as_ref().map(|s| s.host.clone()).or(service);
-                            i.destination_port = sni.as_ref().map(|s| s.port).or(Some(cluster.spec.port));
-                            i.destination_subset = sni.and_then(|s| s.subset);
-                            i.destination_workload.clone_from(&this.me.workload);
-                            i.destination_namespace.clone_from(&this.me.namespace);
-                            i.destination_principal.clone_from(&this.me.principal);
-                        }
-                    }
-                }
-            });
-            // Rewrites and header edits, as Envoy applies them before the upstream sees the request.
-            if let Some(rewrite) = &route.rewrite {
-                let path = request.uri().path().to_owned();
-                if let Some(new_path) = rewrite.path(&path, request.uri().query(), &matched.rewrite_prefix) {
-                    if let Ok(original) = HeaderValue::try_from(path) {
-                        request.headers_mut().insert(X_ENVOY_ORIGINAL_PATH, original);
-                    }
-                    set_path(&mut request, &new_path);
-                }
-                if let Some(authority) = rewrite.authority.as_deref().and_then(|a| HeaderValue::try_from(a).ok()) {
-                    request.headers_mut().insert(header::HOST, authority);
+impl Stack {
+    /// Routes the request, applies the route's rewrites and header edits, and hands it to the cluster the
+    /// route picked.
+    async fn route(
+        &self,
+        ctx: &Ctx,
+        info: &mut RequestInfo,
+        mut request: Request<Bytes>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (matched, port) = self.find(ctx, &request)?;
+        let route = matched.route.clone();
+        info.route_name.clone_from(&route.name);
+        let targets = match &route.action {
+            Action::Forward(targets) => targets,
+            Action::Redirect(redirect) => return Ok(direct_response(info, redirect_response(&request, redirect))),
+            Action::Direct { status, body } => return Ok(direct_response(info, full(*status, body.clone()))),
+        };
+        let picked = Route::pick(targets).ok_or(ProxyError::NoRoute)?;
+        let cluster = ctx.snapshot.cluster_for(&picked.target, port)?;
+        info.cluster = Some(cluster.spec.name.clone());
+        match &cluster.spec.host {
+            Some(host) => {
+                info.destination_service = Some(host.clone());
+                info.destination_port = Some(cluster.spec.port);
+                info.destination_subset.clone_from(&cluster.spec.subset);
+            }
+            None => {
+                // Inbound: this workload is the destination; the client's SNI names the service.
+                let sni = ctx.conn.sni.as_deref().and_then(|s| s.parse::<IstioSni>().ok());
+                if let View::Sidecar(view) = &ctx.snapshot.view {
+                    let me = &self.config.me;
+                    let service = view.inbound.get(&cluster.spec.port).and_then(|(_, _, s)| s.clone());
+                    info.destination_service = sni.as_ref().map(|s| s.host.clone()).or(service);
+                    info.destination_port = sni.as_ref().map(|s| s.port).or(Some(cluster.spec.port));
+                    info.destination_subset = sni.and_then(|s| s.subset);
+                    info.destination_workload.clone_from(&me.workload);
+                    info.destination_namespace.clone_from(&me.namespace);
+                    info.destination_principal.clone_from(&me.principal);
                 }
             }
-            route.request_headers.apply(request.headers_mut());
-            picked.request_headers.apply(request.headers_mut());
-            request.extensions_mut().insert(Routed { route: route.clone(), cluster });
-            let mut response = this.inner.oneshot(request).await?;
-            for ops in [&picked.response_headers, &route.response_headers] {
-                ops.apply(response.headers_mut());
+        }
+        // Rewrites and header edits, as Envoy applies them before the upstream sees the request.
+        if let Some(rewrite) = &route.rewrite {
+            let path = request.uri().path().to_owned();
+            if let Some(new_path) = rewrite.path(&path, request.uri().query(), &matched.rewrite_prefix) {
+                if let Ok(original) = HeaderValue::try_from(path) {
+                    request.headers_mut().insert(X_ENVOY_ORIGINAL_PATH, original);
+                }
+                set_path(&mut request, &new_path);
             }
-            Ok(response)
-        })
+            if let Some(authority) = rewrite.authority.as_deref().and_then(|a| HeaderValue::try_from(a).ok()) {
+                request.headers_mut().insert(header::HOST, authority);
+            }
+        }
+        route.request_headers.apply(request.headers_mut());
+        picked.request_headers.apply(request.headers_mut());
+        let routed = Routed { route: route.clone(), cluster };
+        let mut response = self.fault(ctx, info, &routed, request).await?;
+        for ops in [&picked.response_headers, &route.response_headers] {
+            ops.apply(response.headers_mut());
+        }
+        Ok(response)
     }
 }
 
@@ -858,29 +659,24 @@ fn set_path(request: &mut Request<Bytes>, path_and_query: &str) {
     }
 }
 
-fn routed(request: &Request<Bytes>) -> Result<Routed, ProxyError> {
-    request.extensions().get::<Routed>().cloned().ok_or(ProxyError::NoRoute)
-}
-
 fn roll(percent: f64) -> bool {
     fastrand::f64() * 100.0 < percent
 }
 
-#[derive(Clone)]
-struct Faults<S> {
-    inner: S,
-}
-
-service!(
-    Faults<S>,
-    pass_if | request | request.extensions().get::<Routed>().is_some_and(|r| r.route.fault.is_none()),
-    |this, request| {
-        let routed = routed(&request)?;
+impl Stack {
+    /// The route's fault injection: a delay, then perhaps an abort.
+    async fn fault(
+        &self,
+        ctx: &Ctx,
+        info: &mut RequestInfo,
+        routed: &Routed,
+        request: Request<Bytes>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         if let Some(fault) = &routed.route.fault {
             if let Some((delay, percent)) = fault.delay
                 && roll(percent)
             {
-                info_of(&request).update(|i| i.flags.push("DI"));
+                info.flags.push("DI");
                 tokio::time::sleep(delay).await;
             }
             if let Some((status, percent)) = fault.abort
@@ -889,59 +685,53 @@ service!(
                 return Err(ProxyError::FaultAbort(status));
             }
         }
-        this.inner.oneshot(request).await
-    }
-);
-
-#[derive(Clone)]
-struct Mirrors<S> {
-    inner: S,
-    slots: Arc<tokio::sync::Semaphore>,
-}
-
-service!(
-    Mirrors<S>,
-    pass_if | request | request.extensions().get::<Routed>().is_some_and(|r| r.route.mirrors.is_empty()),
-    |this, request| {
-        let routed = routed(&request)?;
         if !routed.route.mirrors.is_empty() {
-            let snapshot = snapshot_of(&request)?;
-            let (_, port) = authority(&request);
-            for mirror in routed.route.mirrors.iter().filter(|m| roll(m.percent)) {
-                let (Ok(cluster), Ok(slot)) =
-                    (snapshot.cluster_for(&mirror.target, port), this.slots.clone().try_acquire_owned())
-                else {
-                    continue;
-                };
-                let mut copy = clone_request(&request);
-                // Envoy marks shadow traffic by suffixing the authority.
-                let (host, port) = authority(&request);
-                let shadow = match port {
-                    Some(port) => format!("{host}-shadow:{port}"),
-                    None => format!("{host}-shadow"),
-                };
-                if let Ok(value) = HeaderValue::try_from(shadow) {
-                    copy.headers_mut().insert(header::HOST, value);
-                }
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    let sent = async {
-                        let picked = cluster.pick(&[])?;
-                        let admission = cluster.admit(&picked).await?;
-                        let (response, _) = cluster.send(&picked, admission, copy).await?;
-                        // Drain so the pooled connection can be reused; the answer itself is ignored.
-                        let _ = response.into_body().collect().await;
-                        Ok::<(), ProxyError>(())
-                    };
-                    if let Err(err) = sent.await {
-                        tracing::debug!(%err, "mirror request failed");
-                    }
-                });
-            }
+            self.mirror(ctx, routed, &request);
         }
-        this.inner.oneshot(request).await
+        match routed.route.timeout {
+            Some(timeout) => tokio::time::timeout(timeout, self.retry(ctx, info, routed, request))
+                .await
+                .map_err(|_| ProxyError::Timeout)?,
+            None => self.retry(ctx, info, routed, request).await,
+        }
     }
-);
+
+    /// Sends copies to the route's mirrors, fire-and-forget: a copy never delays the request, and without
+    /// a free slot it is dropped rather than queued.
+    fn mirror(&self, ctx: &Ctx, routed: &Routed, request: &Request<Bytes>) {
+        let (host, port) = authority(request);
+        for mirror in routed.route.mirrors.iter().filter(|m| roll(m.percent)) {
+            let (Ok(cluster), Ok(slot)) =
+                (ctx.snapshot.cluster_for(&mirror.target, port), self.config.mirror_slots.clone().try_acquire_owned())
+            else {
+                continue;
+            };
+            let mut copy = clone_request(request);
+            // Envoy marks shadow traffic by suffixing the authority.
+            let shadow = match port {
+                Some(port) => format!("{host}-shadow:{port}"),
+                None => format!("{host}-shadow"),
+            };
+            if let Ok(value) = HeaderValue::try_from(shadow) {
+                copy.headers_mut().insert(header::HOST, value);
+            }
+            tokio::spawn(async move {
+                let _slot = slot;
+                let sent = async {
+                    let picked = cluster.pick(&[])?;
+                    let admission = cluster.admit(&picked).await?;
+                    let (response, _) = cluster.send(&picked, admission, copy).await?;
+                    // Drain so the pooled connection can be reused; the answer itself is ignored.
+                    let _ = response.into_body().collect().await;
+                    Ok::<(), ProxyError>(())
+                };
+                if let Err(err) = sent.await {
+                    tracing::debug!(%err, "mirror request failed");
+                }
+            });
+        }
+    }
+}
 
 fn clone_request(request: &Request<Bytes>) -> Request<Bytes> {
     let mut copy = Request::new(request.body().clone());
@@ -953,93 +743,75 @@ fn clone_request(request: &Request<Bytes>) -> Request<Bytes> {
     copy
 }
 
-#[derive(Clone)]
-struct Timeouts<S> {
-    inner: S,
-}
-
-service!(
-    Timeouts<S>,
-    pass_if | request | request.extensions().get::<Routed>().is_some_and(|r| r.route.timeout.is_none()),
-    |this, request| {
-        match routed(&request)?.route.timeout {
-            Some(timeout) => {
-                tokio::time::timeout(timeout, this.inner.oneshot(request)).await.map_err(|_| ProxyError::Timeout)?
-            }
-            None => this.inner.oneshot(request).await,
-        }
-    }
-);
-
 /// Envoy's default retry back-off: jittered exponential from 25 ms, capped at 250 ms.
 fn backoff(retry: u32) -> Duration {
     let ceiling = (25u64 << retry.min(4)).min(250);
     Duration::from_millis(fastrand::u64(0..=ceiling))
 }
 
-#[derive(Clone)]
-struct Retries<S> {
-    inner: S,
-}
-
-service!(Retries<S>(Request<Bytes>) -> ProxyError, |this, request| {
-    let routed = routed(&request)?;
-    let policy = &routed.route.retry;
-    let info = info_of(&request);
-    let mut previous = PreviousHosts::default();
-    let mut attempt = 0u32;
-    let mut _retry_permit = None;
-    let mut request = request;
-    loop {
-        attempt += 1;
-        let last = attempt > policy.retries;
-        // Every attempt but the last sends a copy; the last sends the request itself.
-        let mut try_request = if last { std::mem::take(&mut request) } else { clone_request(&request) };
-        if attempt > 1 {
-            try_request.extensions_mut().insert(previous.clone());
-            if let Ok(count) = HeaderValue::try_from(attempt.to_string()) {
+impl Stack {
+    /// The route's retry policy: attempts go to endpoints not tried yet where there are others.
+    async fn retry(
+        &self,
+        ctx: &Ctx,
+        info: &mut RequestInfo,
+        routed: &Routed,
+        mut request: Request<Bytes>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let policy = &routed.route.retry;
+        // Endpoints already tried (Envoy's previous-hosts retry predicate).
+        let mut previous: Vec<String> = Vec::new();
+        let mut attempt = 0u32;
+        let mut _retry_permit = None;
+        loop {
+            attempt += 1;
+            let last = attempt > policy.retries;
+            // Every attempt but the last sends a copy; the last sends the request itself.
+            let mut try_request = if last { std::mem::take(&mut request) } else { clone_request(&request) };
+            if attempt > 1
+                && let Ok(count) = HeaderValue::try_from(attempt.to_string())
+            {
                 try_request.headers_mut().insert(X_ENVOY_ATTEMPT_COUNT, count);
             }
-        }
-        let call = this.inner.clone().oneshot(try_request);
-        let result = match policy.per_try_timeout {
-            Some(timeout) => tokio::time::timeout(timeout, call).await.unwrap_or(Err(ProxyError::Timeout)),
-            None => call.await,
-        };
-        info.update(|i| {
-            i.attempts = attempt;
-            if let Some(host) = &i.upstream_host {
-                previous.0.push(host.clone());
+            let call = self.forward(ctx, info, &routed.cluster, &previous, try_request);
+            let result = match policy.per_try_timeout {
+                Some(timeout) => tokio::time::timeout(timeout, call).await.unwrap_or(Err(ProxyError::Timeout)),
+                None => call.await,
+            };
+            info.attempts = attempt;
+            if let Some(host) = &info.upstream_host {
+                previous.push(host.clone());
             }
-        });
-        let retriable = match &result {
-            Ok(response) => {
-                let grpc = response.headers().get(GRPC_STATUS).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-                policy.on.retry_status(response.status(), grpc)
+            let retriable = match &result {
+                Ok(response) => {
+                    let grpc =
+                        response.headers().get(GRPC_STATUS).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+                    policy.on.retry_status(response.status(), grpc)
+                }
+                Err(error) => policy.on.retry_error(error),
+            };
+            if !retriable {
+                return result;
             }
-            Err(error) => policy.on.retry_error(error),
-        };
-        if !retriable {
-            return result;
-        }
-        if last {
-            if policy.retries > 0 {
-                info.update(|i| i.flags.push("URX"));
+            if last {
+                if policy.retries > 0 {
+                    info.flags.push("URX");
+                }
+                return result;
             }
-            return result;
+            // maxRetries bounds concurrent retries per cluster; without a slot the last result stands.
+            match routed.cluster.retry_permit() {
+                Some(permit) => _retry_permit = Some(permit),
+                None => return result,
+            }
+            if let Ok(response) = result {
+                // Drain the discarded response so its connection returns to the pool.
+                let _ = response.into_body().collect().await;
+            }
+            tokio::time::sleep(backoff(attempt - 1)).await;
         }
-        // maxRetries bounds concurrent retries per cluster; without a slot the last result stands.
-        match routed.cluster.retry_permit() {
-            Some(permit) => _retry_permit = Some(permit),
-            None => return result,
-        }
-        if let Ok(response) = result {
-            // Drain the discarded response so its connection returns to the pool.
-            let _ = response.into_body().collect().await;
-        }
-        tokio::time::sleep(backoff(attempt - 1)).await;
     }
-});
+}
 
 /// Hop-by-hop headers a proxy must not forward (RFC 9110 section 7.6.1).
 const HOP_BY_HOP: [HeaderName; 6] = [
@@ -1050,13 +822,6 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
 ];
-
-#[derive(Clone)]
-struct Forward {
-    side: Side,
-    me: Arc<SelfInfo>,
-    telemetry: Arc<Telemetry>,
-}
 
 /// The client span of one upstream attempt, exported when the response body ends, fails or is dropped
 /// (an attempt abandoned by a timeout ends as cancelled).
@@ -1142,7 +907,7 @@ impl Drop for SpanBody {
     }
 }
 
-impl Forward {
+impl Stack {
     /// Starts the client span of this attempt when the trace is sampled and spans are exported.
     fn client_span(
         &self,
@@ -1150,14 +915,14 @@ impl Forward {
         trace: &TraceContext,
         span_id: u64,
         cluster: &Cluster,
-        picked: &crate::cluster::Picked,
-        info: &Info,
+        picked: &Picked,
+        info: &RequestInfo,
     ) -> Option<ClientSpan> {
-        self.telemetry.otlp()?;
-        let (route, service, port, principal) = {
-            let i = info.0.lock().unwrap_or_else(|e| e.into_inner());
-            (i.route_name.clone(), i.destination_service.clone(), i.destination_port, i.destination_principal.clone())
-        };
+        let telemetry = &self.config.telemetry;
+        telemetry.otlp()?;
+        let me = &self.config.me;
+        let (route, service, port, principal) =
+            (&info.route_name, &info.destination_service, info.destination_port, &info.destination_principal);
         let mtls = picked.spec.tls && !matches!(cluster.spec.tls, crate::cluster::UpstreamTls::Disabled);
         let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok());
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -1179,9 +944,9 @@ impl Forward {
             .str("guid:x-request-id", request.headers().get(X_REQUEST_ID).and_then(|v| v.to_str().ok()))
             .int("http.request.resend_count", resend)
             .bool("connection.mtls", Some(mtls))
-            .str("source.principal", self.me.principal.as_deref().filter(|_| mtls))
-            .str("source.workload.name", self.me.workload.as_deref())
-            .str("source.workload.namespace", self.me.namespace.as_deref())
+            .str("source.principal", me.principal.as_deref().filter(|_| mtls))
+            .str("source.workload.name", me.workload.as_deref())
+            .str("source.workload.namespace", me.namespace.as_deref())
             .str("destination.principal", principal.as_deref().filter(|_| mtls))
             .str("destination.workload.name", picked.spec.workload.as_deref())
             .str("destination.workload.namespace", picked.spec.namespace.as_deref())
@@ -1198,82 +963,68 @@ impl Forward {
             attributes: a.0,
             error: None,
         };
-        Some(ClientSpan { telemetry: self.telemetry.clone(), data: Some(data) })
+        Some(ClientSpan { telemetry: telemetry.clone(), data: Some(data) })
     }
 }
 
-impl Service<Request<Bytes>> for Forward {
-    type Response = Response<ProxyBody>;
-    type Error = ProxyError;
-    type Future = BoxFuture<Response<ProxyBody>, ProxyError>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut request: Request<Bytes>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let routed = routed(&request)?;
-            let info = info_of(&request);
-            let cluster = routed.cluster;
-            let previous = request.extensions().get::<PreviousHosts>().cloned().unwrap_or_default();
-            let picked = cluster.pick(&previous.0)?;
-            info.update(|i| {
-                i.upstream_host = Some(picked.spec.authority.clone());
-                if cluster.spec.host.is_some() {
-                    i.destination_workload.clone_from(&picked.spec.workload);
-                    i.destination_namespace.clone_from(&picked.spec.namespace);
-                    let mtls = picked.spec.tls && !matches!(cluster.spec.tls, crate::cluster::UpstreamTls::Disabled);
-                    // Only a verified peer certificate tells who the destination is.
-                    i.destination_principal = picked.spec.identity.as_ref().filter(|_| mtls).map(ToString::to_string);
-                    i.upstream_mtls = Some(mtls);
+impl Stack {
+    /// One attempt: picks an endpoint of the cluster (one not in `previous` where it can), waits for the
+    /// cluster's admission (connection and request limits), and sends the request over a pooled connection.
+    async fn forward(
+        &self,
+        ctx: &Ctx,
+        info: &mut RequestInfo,
+        cluster: &Arc<Cluster>,
+        previous: &[String],
+        mut request: Request<Bytes>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let picked = cluster.pick(previous)?;
+        info.upstream_host = Some(picked.spec.authority.clone());
+        if cluster.spec.host.is_some() {
+            info.destination_workload.clone_from(&picked.spec.workload);
+            info.destination_namespace.clone_from(&picked.spec.namespace);
+            let mtls = picked.spec.tls && !matches!(cluster.spec.tls, crate::cluster::UpstreamTls::Disabled);
+            // Only a verified peer certificate tells who the destination is.
+            info.destination_principal = picked.spec.identity.as_ref().filter(|_| mtls).map(ToString::to_string);
+            info.upstream_mtls = Some(mtls);
+        }
+        let admission = cluster.admit(&picked).await?;
+        prepare_upstream_request(&mut request, &ctx.conn, self.config.side, &self.config.me);
+        // Each attempt is a client span, the parent of what the upstream does.
+        let trace = ctx.trace;
+        let span_id = new_span_id();
+        if let Ok(value) = HeaderValue::try_from(trace.traceparent(span_id)) {
+            request.headers_mut().insert(TRACEPARENT, value);
+        }
+        let mut span =
+            if trace.sampled { self.client_span(&request, &trace, span_id, cluster, &picked, info) } else { None };
+        let started = Instant::now();
+        let result = cluster.send(&picked, admission, request).await;
+        let elapsed = started.elapsed();
+        let (mut response, local) = match result {
+            Ok(answer) => answer,
+            Err(error) => {
+                if let Some(span) = &mut span {
+                    span.end(None, Some(error.to_string()));
                 }
-            });
-            let admission = cluster.admit(&picked).await?;
-            prepare_upstream_request(&mut request, this.side, &this.me);
-            // Each attempt is a client span, the parent of what the upstream does.
-            let mut span = None;
-            if let Some(trace) = request.extensions().get::<TraceContext>().copied() {
-                let span_id = new_span_id();
-                if let Ok(value) = HeaderValue::try_from(trace.traceparent(span_id)) {
-                    request.headers_mut().insert(TRACEPARENT, value);
-                }
-                if trace.sampled {
-                    span = this.client_span(&request, &trace, span_id, &cluster, &picked, &info);
-                }
+                return Err(error);
             }
-            let started = Instant::now();
-            let result = cluster.send(&picked, admission, request).await;
-            let elapsed = started.elapsed();
-            let (mut response, local) = match result {
-                Ok(answer) => answer,
-                Err(error) => {
-                    if let Some(span) = &mut span {
-                        span.end(None, Some(error.to_string()));
-                    }
-                    return Err(error);
-                }
-            };
-            info.update(|i| {
-                i.upstream_time = Some(elapsed);
-                i.upstream_local = Some(local);
-            });
-            if let Ok(value) = HeaderValue::try_from(elapsed.as_millis().to_string()) {
-                response.headers_mut().insert(X_ENVOY_UPSTREAM_SERVICE_TIME, value);
-            }
-            if let Some(span) = span {
-                let status = response.status();
-                response = response.map(|inner| SpanBody { inner, status, span }.boxed_unsync());
-            }
-            Ok(response)
-        })
+        };
+        info.upstream_time = Some(elapsed);
+        info.upstream_local = Some(local);
+        if let Ok(value) = HeaderValue::try_from(elapsed.as_millis().to_string()) {
+            response.headers_mut().insert(X_ENVOY_UPSTREAM_SERVICE_TIME, value);
+        }
+        if let Some(span) = span {
+            let status = response.status();
+            response = response.map(|inner| SpanBody { inner, status, span }.boxed_unsync());
+        }
+        Ok(response)
     }
 }
 
 /// Headers the upstream should (not) see.
-fn prepare_upstream_request(request: &mut Request<Bytes>, side: Side, me: &SelfInfo) {
-    let conn = request.extensions().get::<Arc<ConnInfo>>().cloned();
+fn prepare_upstream_request(request: &mut Request<Bytes>, conn: &ConnInfo, side: Side, me: &SelfInfo) {
     // Absolute-form (HTTP proxy) requests carry the authority in the URI; the upstream gets it as Host.
     if let Some(authority) = request.uri().authority().and_then(|a| HeaderValue::try_from(a.as_str()).ok()) {
         request.headers_mut().entry(header::HOST).or_insert(authority);
@@ -1295,17 +1046,15 @@ fn prepare_upstream_request(request: &mut Request<Bytes>, side: Side, me: &SelfI
     }
     match side {
         Side::Gateway => {
-            if let Some(conn) = &conn {
-                append_forwarded_for(headers, conn.remote);
-                let proto = if conn.tls { "https" } else { "http" };
-                headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-            }
+            append_forwarded_for(headers, conn.remote);
+            let proto = if conn.tls { "https" } else { "http" };
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
         }
         Side::Outbound => {
             if let (Some(workload), Some(namespace)) = (&me.workload, &me.namespace)
                 && let Ok(id) = HeaderValue::try_from(format!(
                     "sidecar~{}~{workload}.{namespace}~{namespace}.svc.cluster.local",
-                    conn.as_ref().map_or("0.0.0.0".to_owned(), |c| c.local.ip().to_string())
+                    conn.local.ip()
                 ))
             {
                 headers.insert(PEER_METADATA_ID, id);
@@ -1315,7 +1064,7 @@ fn prepare_upstream_request(request: &mut Request<Bytes>, side: Side, me: &SelfI
             headers.remove(PEER_METADATA_ID);
             // Istio's sidecar tells the application who called (SANITIZE_SET).
             headers.remove(X_FORWARDED_CLIENT_CERT);
-            if let (Some(peer), Some(me)) = (conn.as_ref().and_then(|c| c.peer.as_ref()), &me.principal)
+            if let (Some(peer), Some(me)) = (&conn.peer, &me.principal)
                 && let Ok(xfcc) = HeaderValue::try_from(format!("By={me};URI={peer}"))
             {
                 headers.insert(X_FORWARDED_CLIENT_CERT, xfcc);
