@@ -8,7 +8,7 @@ use crate::stack::{ConnInfo, HttpService, Side};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use meshlens_model::mesh::security::MtlsMode;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -124,7 +124,16 @@ pub async fn serve(listener: TcpListener, ctx: ListenerContext) {
 async fn handle(stream: TcpStream, remote: SocketAddr, ctx: ListenerContext) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().map_err(|e| e.to_string())?;
-    let mut conn = ConnInfo { local, remote, port: ctx.port, sni: None, tls_version: None, peer: None, tls: false };
+    let mut conn = ConnInfo {
+        local,
+        remote,
+        port: ctx.port,
+        sni: None,
+        tls_version: None,
+        peer: None,
+        tls: false,
+        upstream_header: OnceLock::new(),
+    };
     let policy = conn_tls(&ctx.snapshot.current(), ctx.side, ctx.port);
     let (optional, configs) = match policy {
         ConnTls::Plain => return serve_http(TokioIo::new(stream), conn, ctx).await,

@@ -15,7 +15,7 @@ use crate::authz::RequestAttributes;
 use crate::cluster::{Cluster, Picked};
 use crate::config::{SharedSnapshot, Snapshot, View};
 use crate::error::ProxyError;
-use crate::otlp::{Attributes, SpanData, TraceContext, new_span_id, new_trace_id, push_hex, span_name};
+use crate::otlp::{Attributes, SpanData, TraceContext, hex_string, new_span_id, new_trace_id, span_name, write_hex};
 use crate::route::{Action, Matched, RequestView, Route};
 use crate::telemetry::{LogEntry, Telemetry};
 use crate::{BoxError, ProxyBody};
@@ -25,10 +25,11 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use meshlens_model::names::IstioSni;
 use meshlens_model::{Direction, Mtls, Reporter, RequestRecord, SourceFormat, SpiffeId};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -76,6 +77,9 @@ pub struct ConnInfo {
     /// The client's SPIFFE ID when it authenticated with a mesh certificate.
     pub peer: Option<SpiffeId>,
     pub tls: bool,
+    /// The header the stack adds to each of the connection's requests, made by its first
+    /// ([`connection_header`]).
+    pub upstream_header: OnceLock<Option<HeaderValue>>,
 }
 
 /// What the stages learn about one request, for the access log.
@@ -159,6 +163,9 @@ impl Stack {
     {
         let started = Instant::now();
         let snapshot = self.snapshot.current();
+        // Room for the headers the stages add (request id, traceparent, forwarding headers), so that the
+        // map grows once rather than header by header.
+        request.headers_mut().reserve(4);
         let trace = self.request_ids(request.headers_mut());
         let ctx = Ctx { conn, snapshot, trace };
         let pending = PendingLog::start(&request, &ctx, &self.config, started);
@@ -233,14 +240,11 @@ fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
 fn uuid_v4() -> String {
     // Version 4 in the high nibble of byte 6, the RFC 4122 variant in the high bits of byte 8.
     let bits = (fastrand::u128(..) & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
-    let mut id = String::with_capacity(36);
-    for (i, (shift, digits)) in [(96, 8), (80, 4), (64, 4), (48, 4), (0, 12)].into_iter().enumerate() {
-        if i > 0 {
-            id.push('-');
-        }
-        push_hex(&mut id, bits >> shift, digits);
+    let mut id = *b"00000000-0000-0000-0000-000000000000";
+    for (digits, shift) in [(0..8, 96), (9..13, 80), (14..18, 64), (19..23, 48), (24..36, 0)] {
+        write_hex(&mut id[digits], (bits >> shift) as u64);
     }
-    id
+    hex_string(&id)
 }
 
 /// The order Envoy prints response flags in.
@@ -452,24 +456,31 @@ where
 // ---------------------------------------------------------------------------------------------------------
 // Inner stages (buffered requests)
 
-/// Authority (from the absolute URI or `Host`), split into lowercase host and port.
-fn authority(request: &Request<Bytes>) -> (String, Option<u16>) {
+/// Authority (from the absolute URI or `Host`), split into lowercase host and port; borrowed from the
+/// request unless it had to be lowercased.
+fn authority(request: &Request<Bytes>) -> (Cow<'_, str>, Option<u16>) {
     let raw = request
         .uri()
         .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let raw = raw.rsplit_once('@').map_or(raw.as_str(), |(_, h)| h);
-    if let Some(rest) = raw.strip_prefix('[') {
+        .map(|a| a.as_str())
+        .or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or_default();
+    let raw = raw.rsplit_once('@').map_or(raw, |(_, h)| h);
+    let (host, port) = if let Some(rest) = raw.strip_prefix('[') {
         let (host, tail) = rest.split_once(']').unwrap_or((rest, ""));
-        return (host.to_owned(), tail.strip_prefix(':').and_then(|p| p.parse().ok()));
-    }
-    match raw.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>())) {
-        Some((host, Ok(port))) => (host.to_owned(), Some(port)),
-        _ => (raw.to_owned(), None),
-    }
+        (host, tail.strip_prefix(':').and_then(|p| p.parse().ok()))
+    } else {
+        match raw.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>())) {
+            Some((host, Ok(port))) => (host, Some(port)),
+            _ => (raw, None),
+        }
+    };
+    let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    };
+    (host, port)
 }
 
 /// The workload's AuthorizationPolicies, on the inbound side.
@@ -537,7 +548,7 @@ impl Stack {
                 (table, host, Some(listener), &[][..], &view.me.labels)
             }
             (View::Sidecar(view), _) => {
-                let fqdn = outbound_host(snapshot, &host, &view.me.namespace);
+                let fqdn = Cow::Owned(outbound_host(snapshot, &host, &view.me.namespace));
                 // A plain-HTTP proxy request without a port means port 80.
                 (&view.outbound, fqdn, Some(port.unwrap_or(80)), &[][..], &view.me.labels)
             }
@@ -567,7 +578,7 @@ fn direct_response(info: &mut RequestInfo, response: Response<ProxyBody>) -> Res
 fn redirect_response(request: &Request<Bytes>, redirect: &crate::route::Redirect) -> Response<ProxyBody> {
     let (host, port) = authority(request);
     let scheme = redirect.scheme.clone().unwrap_or_else(|| request.uri().scheme_str().unwrap_or("http").to_owned());
-    let host = redirect.authority.clone().unwrap_or(host);
+    let host = redirect.authority.clone().unwrap_or_else(|| host.into_owned());
     let port = redirect.port.or(if redirect.scheme.is_some() { None } else { port });
     let path = redirect
         .uri
@@ -1044,49 +1055,51 @@ fn prepare_upstream_request(request: &mut Request<Bytes>, conn: &ConnInfo, side:
     if headers.get(header::TE).is_some_and(|te| te != "trailers") {
         headers.remove(header::TE);
     }
+    let connection_header = conn.upstream_header.get_or_init(|| connection_header(conn, side, me));
     match side {
         Side::Gateway => {
-            append_forwarded_for(headers, conn.remote);
+            let existing = headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
+            let forwarded_for = match (existing, connection_header) {
+                (Some(existing), Some(ip)) => {
+                    HeaderValue::try_from(format!("{existing}, {}", ip.to_str().unwrap_or_default())).ok()
+                }
+                (None, ip) => ip.clone(),
+                (Some(_), None) => None,
+            };
+            if let Some(value) = forwarded_for {
+                headers.insert(X_FORWARDED_FOR, value);
+            }
             let proto = if conn.tls { "https" } else { "http" };
             headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
         }
         Side::Outbound => {
-            if let (Some(workload), Some(namespace)) = (&me.workload, &me.namespace)
-                && let Ok(id) = HeaderValue::try_from(format!(
-                    "sidecar~{}~{workload}.{namespace}~{namespace}.svc.cluster.local",
-                    conn.local.ip()
-                ))
-            {
-                headers.insert(PEER_METADATA_ID, id);
+            if let Some(id) = connection_header {
+                headers.insert(PEER_METADATA_ID, id.clone());
             }
         }
         Side::Inbound => {
             headers.remove(PEER_METADATA_ID);
             // Istio's sidecar tells the application who called (SANITIZE_SET).
             headers.remove(X_FORWARDED_CLIENT_CERT);
-            if let (Some(peer), Some(me)) = (&conn.peer, &me.principal)
-                && let Ok(xfcc) = HeaderValue::try_from(format!("By={me};URI={peer}"))
-            {
-                headers.insert(X_FORWARDED_CLIENT_CERT, xfcc);
+            if let Some(xfcc) = connection_header {
+                headers.insert(X_FORWARDED_CLIENT_CERT, xfcc.clone());
             }
         }
     }
 }
 
-fn append_forwarded_for(headers: &mut http::HeaderMap, remote: SocketAddr) {
-    use std::fmt::Write;
-    let existing = headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
-    // One allocation, sized for the longest IPv6 address.
-    let mut value = String::with_capacity(existing.map_or(0, |e| e.len() + 2) + 39);
-    if let Some(existing) = existing {
-        value.push_str(existing);
-        value.push_str(", ");
-    }
-    // Writing to a String cannot fail.
-    let _ = write!(value, "{}", remote.ip());
-    if let Ok(value) = HeaderValue::try_from(value) {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
+/// The header value `side` adds to every request of the connection: the client's IP for
+/// `x-forwarded-for` at a gateway, the peer metadata id outbound, `x-forwarded-client-cert` inbound.
+fn connection_header(conn: &ConnInfo, side: Side, me: &SelfInfo) -> Option<HeaderValue> {
+    let value = match side {
+        Side::Gateway => conn.remote.ip().to_string(),
+        Side::Outbound => {
+            let (workload, namespace) = (me.workload.as_ref()?, me.namespace.as_ref()?);
+            format!("sidecar~{}~{workload}.{namespace}~{namespace}.svc.cluster.local", conn.local.ip())
+        }
+        Side::Inbound => format!("By={};URI={}", me.principal.as_ref()?, conn.peer.as_ref()?),
+    };
+    HeaderValue::try_from(value).ok()
 }
 
 #[cfg(test)]

@@ -50,6 +50,17 @@ async fn bookinfo_ingress_routes_paths_and_answers_404_nr_otherwise() {
     assert_eq!(seen[0].headers["host"], "bookinfo.example.com");
     assert_eq!(seen[0].headers["x-forwarded-for"], "127.0.0.1");
     assert!(seen[0].headers.contains_key("x-request-id"));
+    // The client's address is appended to an x-forwarded-for it sent, on every request of a connection.
+    let pooled = client();
+    for _ in 0..2 {
+        assert_eq!(send(&pooled, addr, "bookinfo.example.com", "/productpage").await.status, 200);
+    }
+    let forwarded = [("x-forwarded-for", "203.0.113.7")];
+    let answer = request(addr, "GET", "bookinfo.example.com", "/productpage", &forwarded).await;
+    assert_eq!(answer.status, 200);
+    let seen = backend.requests();
+    let forwarded_for: Vec<&str> = seen[5..].iter().map(|r| r.headers["x-forwarded-for"].to_str().unwrap()).collect();
+    assert_eq!(forwarded_for, ["127.0.0.1", "127.0.0.1", "203.0.113.7, 127.0.0.1"]);
 
     let lines = log_lines(&dir.path().join("access.log"), 9).await;
     let ok = lines.iter().find(|l| l.contains("\"GET /productpage HTTP/1.1\"")).unwrap();
