@@ -17,7 +17,7 @@ use crate::config::{SharedSnapshot, Snapshot, View};
 use crate::error::ProxyError;
 use crate::otlp::{Attributes, SpanData, TraceContext, hex_string, new_span_id, new_trace_id, span_name, write_hex};
 use crate::route::{Action, Matched, RequestView, Route};
-use crate::telemetry::{LogEntry, Telemetry};
+use crate::telemetry::{LogEntry, Sample, Telemetry};
 use crate::{BoxError, ProxyBody};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -253,13 +253,40 @@ const FLAG_ORDER: [&str; 20] = [
     "DPE", "NC",
 ];
 
-/// An access-log record waiting for the response body to end.
+/// Who sent a request, as the metrics and the access log name it.
+enum Source {
+    /// Outbound and at a gateway: this proxy's own workload.
+    Me(Arc<SelfInfo>),
+    /// Inbound: the authenticated peer, if any, and the workload its sidecar named when that matches it.
+    Peer { workload: Option<String>, namespace: Option<String>, principal: Option<String> },
+}
+
+impl Source {
+    /// (workload, namespace, principal).
+    fn names(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
+        match self {
+            Source::Me(me) => (me.workload.as_deref(), me.namespace.as_deref(), me.principal.as_deref()),
+            Source::Peer { workload, namespace, principal } => {
+                (workload.as_deref(), namespace.as_deref(), principal.as_deref())
+            }
+        }
+    }
+}
+
+/// A request's telemetry waiting for the response body to end: its metrics sample, and its access-log
+/// record when something reads records.
 struct PendingLog {
-    /// Boxed: the record is most of a kilobyte, and the pending log moves through several owners.
-    record: Box<RequestRecord>,
+    side: Side,
+    source: Source,
+    /// What only the access log and OTLP read, filled in only when one of them will: it costs a dozen
+    /// allocations per request, and the metrics need none of it. Boxed: the record is most of a kilobyte,
+    /// and the pending log moves through several owners.
+    record: Option<Box<RequestRecord>>,
+    status: Option<u16>,
+    upstream_service_time_ms: Option<u64>,
     info: RequestInfo,
     started: Instant,
-    trace: Option<TraceContext>,
+    trace: TraceContext,
     telemetry: Arc<Telemetry>,
 }
 
@@ -268,67 +295,58 @@ impl PendingLog {
         let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let conn = &ctx.conn;
         let trace = ctx.trace;
-        let side = config.side;
-        let peer = conn.peer.clone();
-        let (source_workload, source_namespace, source_principal) = match side {
+        let source = match config.side {
             Side::Inbound => {
                 // The client's workload comes from the peer metadata id its sidecar sent, trusted only
                 // when it names the namespace of the certificate the client authenticated with.
+                let peer = conn.peer.as_ref();
                 let metadata = header(PEER_METADATA_ID.as_str()).and_then(|id| parse_peer_id(&id));
-                let metadata = metadata.filter(|(_, ns)| peer.as_ref().is_some_and(|p| p.namespace() == ns));
-                (
-                    metadata.as_ref().map(|(w, _)| w.clone()),
-                    peer.as_ref().map(|p| p.namespace().to_owned()),
-                    peer.as_ref().map(ToString::to_string),
-                )
+                let metadata = metadata.filter(|(_, ns)| peer.is_some_and(|p| p.namespace() == ns));
+                Source::Peer {
+                    workload: metadata.map(|(workload, _)| workload),
+                    namespace: peer.map(|p| p.namespace().to_owned()),
+                    principal: peer.map(ToString::to_string),
+                }
             }
-            _ => (config.me.workload.clone(), config.me.namespace.clone(), config.me.principal.clone()),
+            _ => Source::Me(config.me.clone()),
         };
-        let mut record = RequestRecord {
-            reporter: side.reporter(),
-            direction: if side == Side::Inbound { Direction::Inbound } else { Direction::Outbound },
-            source_workload,
-            source_namespace,
-            source_principal,
-            mtls: match side {
-                Side::Inbound if peer.is_some() => Mtls::Mutual,
-                Side::Inbound => Mtls::Plaintext,
-                _ => Mtls::Unknown,
-            },
-            source_format: SourceFormat::MeshlensJson,
-            ..Default::default()
-        };
-        // Metrics need only the fields above and the outcome; the rest costs a dozen allocations per
-        // request, so it is filled in only when a log or an OTLP exporter will read it.
-        if config.telemetry.records_wanted() {
-            record.timestamp = chrono::Utc::now();
-            record.method = Some(request.method().to_string());
-            record.path = request.uri().path_and_query().map(|p| p.to_string());
-            record.protocol = Some(format!("{:?}", request.version()));
-            record.authority = request.uri().authority().map(|a| a.to_string()).or_else(|| header("host"));
-            record.request_id = header("x-request-id");
-            record.trace_id = Some(format!("{:032x}", trace.trace_id));
-            record.span_id = Some(format!("{:016x}", trace.span_id));
-            record.user_agent = header("user-agent");
-            record.x_forwarded_for = header("x-forwarded-for");
-            record.downstream_local_address = Some(conn.local.to_string());
-            record.downstream_remote_address = Some(conn.remote.to_string());
-            record.requested_server_name.clone_from(&conn.sni);
-            record.tls_version.clone_from(&conn.tls_version);
-        }
+        let record = config.telemetry.records_wanted().then(|| {
+            Box::new(RequestRecord {
+                timestamp: chrono::Utc::now(),
+                method: Some(request.method().to_string()),
+                path: request.uri().path_and_query().map(|p| p.to_string()),
+                protocol: Some(format!("{:?}", request.version())),
+                authority: request.uri().authority().map(|a| a.to_string()).or_else(|| header("host")),
+                request_id: header("x-request-id"),
+                trace_id: Some(format!("{:032x}", trace.trace_id)),
+                span_id: Some(format!("{:016x}", trace.span_id)),
+                user_agent: header("user-agent"),
+                x_forwarded_for: header("x-forwarded-for"),
+                downstream_local_address: Some(conn.local.to_string()),
+                downstream_remote_address: Some(conn.remote.to_string()),
+                requested_server_name: conn.sni.clone(),
+                tls_version: conn.tls_version.clone(),
+                source_format: SourceFormat::MeshlensJson,
+                ..Default::default()
+            })
+        });
         PendingLog {
-            record: Box::new(record),
+            side: config.side,
+            source,
+            record,
+            status: None,
+            upstream_service_time_ms: None,
             info: RequestInfo::default(),
             started,
-            trace: Some(trace),
+            trace,
             telemetry: config.telemetry.clone(),
         }
     }
 
     /// The response's head has been sent; the stages have learned all they will.
     fn with_response(mut self, status: StatusCode, headers: &http::HeaderMap, info: RequestInfo) -> PendingLog {
-        self.record.status = Some(status.as_u16());
-        self.record.upstream_service_time_ms =
+        self.status = Some(status.as_u16());
+        self.upstream_service_time_ms =
             headers.get(X_ENVOY_UPSTREAM_SERVICE_TIME).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         self.info = info;
         self
@@ -336,14 +354,46 @@ impl PendingLog {
 
     fn finish(mut self, bytes_sent: u64) {
         let info = std::mem::take(&mut self.info);
-        let r = &mut self.record;
         let duration = self.started.elapsed();
-        r.duration_ms = Some(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
-        r.bytes_sent = Some(bytes_sent);
-        r.bytes_received = Some(info.bytes_received);
+        let duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         let mut flags = info.flags;
         flags.sort_by_key(|f| FLAG_ORDER.iter().position(|o| o == f));
         flags.dedup();
+        let (source_workload, source_namespace, source_principal) = self.source.names();
+        let mtls = match (self.side, info.upstream_mtls) {
+            // The server side knows whether its client authenticated; a client side, whether its upstream did.
+            (Side::Inbound, _) if source_principal.is_some() => Mtls::Mutual,
+            (Side::Inbound, _) => Mtls::Plaintext,
+            (_, Some(true)) => Mtls::Mutual,
+            (_, Some(false)) => Mtls::Plaintext,
+            (_, None) => Mtls::Unknown,
+        };
+        self.telemetry.observe(&Sample {
+            reporter: self.side.reporter(),
+            source_workload,
+            source_namespace,
+            source_principal,
+            destination_workload: info.destination_workload.as_deref(),
+            destination_namespace: info.destination_namespace.as_deref(),
+            destination_principal: info.destination_principal.as_deref(),
+            destination_service: info.destination_service.as_deref(),
+            status: self.status,
+            response_flags: &flags,
+            mtls,
+            duration_ms,
+        });
+        let Some(mut r) = self.record else { return };
+        r.reporter = self.side.reporter();
+        r.direction = if self.side == Side::Inbound { Direction::Inbound } else { Direction::Outbound };
+        r.source_workload = source_workload.map(str::to_owned);
+        r.source_namespace = source_namespace.map(str::to_owned);
+        r.source_principal = source_principal.map(str::to_owned);
+        r.mtls = mtls;
+        r.status = self.status;
+        r.upstream_service_time_ms = self.upstream_service_time_ms;
+        r.duration_ms = Some(duration_ms);
+        r.bytes_sent = Some(bytes_sent);
+        r.bytes_received = Some(info.bytes_received);
         r.response_flags = flags.iter().map(|f| (*f).to_owned()).collect();
         r.response_code_details = info.details.or_else(|| r.status.map(|_| "via_upstream".to_owned()));
         r.route_name = info.route_name;
@@ -356,21 +406,13 @@ impl PendingLog {
         r.destination_namespace = info.destination_namespace;
         r.destination_workload = info.destination_workload;
         r.destination_principal = info.destination_principal;
-        if r.reporter != Reporter::Destination {
-            r.mtls = match info.upstream_mtls {
-                Some(true) => Mtls::Mutual,
-                Some(false) => Mtls::Plaintext,
-                None => Mtls::Unknown,
-            };
-        }
-        let entry = LogEntry {
-            record: *self.record,
+        self.telemetry.send(LogEntry {
+            record: *r,
             transport_failure: info.transport_failure,
             upstream_local_address: info.upstream_local.map(|l| l.to_string()),
-            trace: self.trace,
+            trace: Some(self.trace),
             duration,
-        };
-        self.telemetry.emit(entry);
+        });
     }
 }
 

@@ -4,7 +4,7 @@
 //! Prometheus metrics.
 
 use crate::otlp::{EndpointError, Exporter, OtlpOptions, ProxyResource, TraceContext};
-use meshlens_model::RequestRecord;
+use meshlens_model::{Mtls, Reporter, RequestRecord};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -46,6 +46,24 @@ pub struct LogEntry {
     pub trace: Option<TraceContext>,
     /// Time from the request to the end of the response, more precise than the record's milliseconds.
     pub duration: Duration,
+}
+
+/// What the Istio metrics read of a finished request: their labels and the duration.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample<'a> {
+    pub reporter: Reporter,
+    pub source_workload: Option<&'a str>,
+    pub source_namespace: Option<&'a str>,
+    pub source_principal: Option<&'a str>,
+    pub destination_workload: Option<&'a str>,
+    pub destination_namespace: Option<&'a str>,
+    pub destination_principal: Option<&'a str>,
+    pub destination_service: Option<&'a str>,
+    pub status: Option<u16>,
+    /// In Envoy's order.
+    pub response_flags: &'a [&'a str],
+    pub mtls: Mtls,
+    pub duration_ms: u64,
 }
 
 /// Records queued for the writer before new ones are dropped.
@@ -121,9 +139,14 @@ impl Telemetry {
         self.tx.is_some() || self.otlp.is_some()
     }
 
-    /// Records a finished request: metrics now, the log line and the OTLP record via their queues.
-    pub fn emit(&self, entry: LogEntry) {
-        self.metrics.observe(&entry.record);
+    /// Counts a finished request in the Istio metrics.
+    pub fn observe(&self, sample: &Sample<'_>) {
+        self.metrics.observe(sample);
+    }
+
+    /// Queues a finished request's record for the access log and the OTLP exporter, whichever are on
+    /// ([`Telemetry::records_wanted`]).
+    pub fn send(&self, entry: LogEntry) {
         if !self.records_wanted() {
             return;
         }
@@ -301,15 +324,15 @@ impl LabelHasher {
 /// The series (label values and counts) whose label values hash alike: almost always one.
 type SameHash = Vec<(Vec<String>, Series)>;
 
-fn unknown(value: &Option<String>) -> Cow<'_, str> {
-    match value.as_deref() {
+fn unknown(value: Option<&str>) -> Cow<'_, str> {
+    match value {
         Some(v) if !v.is_empty() => Cow::Borrowed(v),
         _ => Cow::Borrowed("unknown"),
     }
 }
 
-fn principal(value: &Option<String>) -> Cow<'_, str> {
-    match value.as_deref() {
+fn principal(value: Option<&str>) -> Cow<'_, str> {
+    match value {
         None => Cow::Borrowed("unknown"),
         Some(p) if p.starts_with("spiffe://") => Cow::Borrowed(p),
         Some(p) => Cow::Owned(format!("spiffe://{p}")),
@@ -321,22 +344,19 @@ static STATUS_LABELS: std::sync::LazyLock<Vec<String>> =
     std::sync::LazyLock::new(|| (0..600).map(|code: u16| code.to_string()).collect());
 
 impl Metrics {
-    fn observe(&self, r: &RequestRecord) {
-        let (service_name, service_namespace) = r
-            .destination_service
-            .as_deref()
-            .and_then(meshlens_model::names::service_fqdn_parts)
-            .unwrap_or(("unknown", "unknown"));
+    fn observe(&self, r: &Sample<'_>) {
+        let (service_name, service_namespace) =
+            r.destination_service.and_then(meshlens_model::names::service_fqdn_parts).unwrap_or(("unknown", "unknown"));
         // Istio reports the security policy only where it is known: on the server side.
         let security = match (r.reporter, r.mtls) {
-            (meshlens_model::Reporter::Destination, meshlens_model::Mtls::Mutual) => "mutual_tls",
-            (meshlens_model::Reporter::Destination, _) => "none",
+            (Reporter::Destination, Mtls::Mutual) => "mutual_tls",
+            (Reporter::Destination, _) => "none",
             _ => "unknown",
         };
         // Istio's gateways report their client-side view as `source`; Prometheus queries (and Kiali) rely
         // on it, so the label follows Istio even though the access log says `gateway`.
         let reporter = match r.reporter {
-            meshlens_model::Reporter::Gateway => "source",
+            Reporter::Gateway => "source",
             other => other.as_str(),
         };
         let status = r.status.unwrap_or(0);
@@ -344,20 +364,20 @@ impl Metrics {
             Some(label) => Cow::Borrowed(label.as_str()),
             None => Cow::Owned(status.to_string()),
         };
-        let flags = match r.response_flags.as_slice() {
+        let flags = match r.response_flags {
             [] => Cow::Borrowed("-"),
-            [one] => Cow::Borrowed(one.as_str()),
+            [one] => Cow::Borrowed(*one),
             many => Cow::Owned(many.join(",")),
         };
         let labels: [Cow<'_, str>; LABELS.len()] = [
             Cow::Borrowed(reporter),
-            unknown(&r.source_workload),
-            unknown(&r.source_namespace),
-            principal(&r.source_principal),
-            unknown(&r.destination_workload),
-            unknown(&r.destination_namespace),
-            principal(&r.destination_principal),
-            unknown(&r.destination_service),
+            unknown(r.source_workload),
+            unknown(r.source_namespace),
+            principal(r.source_principal),
+            unknown(r.destination_workload),
+            unknown(r.destination_namespace),
+            principal(r.destination_principal),
+            unknown(r.destination_service),
             Cow::Borrowed(service_name),
             Cow::Borrowed(service_namespace),
             Cow::Borrowed("http"),
@@ -369,7 +389,7 @@ impl Metrics {
         for label in &labels {
             label.as_ref().hash(&mut hasher);
         }
-        let ms = r.duration_ms.unwrap_or(0) as f64;
+        let ms = r.duration_ms as f64;
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
         let same_hash = series.entry(hasher.finish()).or_default();
         let index = match same_hash.iter().position(|(known, _)| known.iter().zip(&labels).all(|(a, b)| a == b)) {
@@ -462,13 +482,19 @@ mod tests {
     #[test]
     fn metrics_use_istio_names() {
         let metrics = Metrics::default();
-        metrics.observe(&RequestRecord {
+        metrics.observe(&Sample {
             reporter: Reporter::Destination,
+            source_workload: None,
+            source_namespace: None,
+            source_principal: None,
+            destination_workload: None,
+            destination_namespace: None,
+            destination_principal: None,
+            destination_service: Some("reviews.default.svc.cluster.local"),
             status: Some(200),
-            duration_ms: Some(7),
-            destination_service: Some("reviews.default.svc.cluster.local".into()),
+            response_flags: &[],
             mtls: meshlens_model::Mtls::Mutual,
-            ..Default::default()
+            duration_ms: 7,
         });
         let text = metrics.render();
         assert!(text.contains("istio_requests_total{reporter=\"destination\""), "{text}");
