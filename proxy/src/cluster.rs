@@ -100,11 +100,11 @@ pub enum UpstreamTls {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndpointSpec {
     /// `ip:port` (or `host:port`, resolved at connect time).
-    pub authority: String,
+    pub authority: Arc<str>,
     /// Whether this endpoint is reached with the cluster's TLS (auto mTLS makes this per endpoint).
     pub tls: bool,
-    pub namespace: Option<String>,
-    pub workload: Option<String>,
+    pub namespace: Option<Arc<str>>,
+    pub workload: Option<Arc<str>>,
     pub identity: Option<SpiffeId>,
 }
 
@@ -112,10 +112,10 @@ pub struct EndpointSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterSpec {
     /// `outbound|9080|v1|reviews.default.svc.cluster.local` or `inbound|9080||`.
-    pub name: String,
-    pub host: Option<String>,
+    pub name: Arc<str>,
+    pub host: Option<Arc<str>>,
     pub port: u16,
-    pub subset: Option<String>,
+    pub subset: Option<Arc<str>>,
     pub endpoints: Vec<EndpointSpec>,
     pub lb: LbPolicy,
     pub max_connections: usize,
@@ -134,11 +134,17 @@ impl ClusterSpec {
     /// A cluster with one plaintext endpoint and Istio's defaults (a sidecar's inbound cluster).
     pub fn static_endpoint(name: String, port: u16, authority: String, http2: bool) -> ClusterSpec {
         ClusterSpec {
-            name,
+            name: name.into(),
             host: None,
             port,
             subset: None,
-            endpoints: vec![EndpointSpec { authority, tls: false, namespace: None, workload: None, identity: None }],
+            endpoints: vec![EndpointSpec {
+                authority: authority.into(),
+                tls: false,
+                namespace: None,
+                workload: None,
+                identity: None,
+            }],
             lb: LbPolicy::LeastRequest,
             max_connections: UNLIMITED,
             max_pending: UNLIMITED,
@@ -194,9 +200,9 @@ pub fn outbound_spec(
         .iter()
         .map(|e| EndpointSpec {
             authority: if e.address.contains(':') {
-                format!("[{}]:{}", e.address, e.port)
+                format!("[{}]:{}", e.address, e.port).into()
             } else {
-                format!("{}:{}", e.address, e.port)
+                format!("{}:{}", e.address, e.port).into()
             },
             tls: match tls_mode {
                 Some(ClientTlsMode::Disable) => false,
@@ -204,8 +210,8 @@ pub fn outbound_spec(
                 // Auto mTLS: endpoints with an Istio sidecar get ISTIO_MUTUAL.
                 None => ctx.has_identity && e.workload.has_sidecar(),
             },
-            namespace: Some(e.workload.namespace.clone()),
-            workload: Some(e.workload.name.clone()),
+            namespace: Some(e.workload.namespace.as_str().into()),
+            workload: Some(e.workload.name.as_str().into()),
             identity: SpiffeId::new(&ctx.trust_domain, &e.workload.namespace, &e.workload.service_account).ok(),
         })
         .collect();
@@ -225,10 +231,10 @@ pub fn outbound_spec(
         .any(|p| app_protocol == *p || port_name == *p || port_name.starts_with(&format!("{p}-")))
         || http.h2_upgrade_policy.as_deref() == Some("UPGRADE");
     Some(ClusterSpec {
-        name: format!("outbound|{port}|{}|{host}", subset.unwrap_or("")),
-        host: Some(host.to_owned()),
+        name: format!("outbound|{port}|{}|{host}", subset.unwrap_or("")).into(),
+        host: Some(host.into()),
         port,
-        subset: subset.map(str::to_owned),
+        subset: subset.map(Arc::from),
         endpoints: endpoint_specs,
         lb: lb_policy(policy.load_balancer.as_ref()),
         max_connections: limit(tcp.max_connections),
@@ -487,7 +493,7 @@ impl Cluster {
 
     /// Chooses an endpoint: not ejected, preferably not one of `previous` (Envoy's previous-hosts retry
     /// predicate), by the cluster's load-balancing policy.
-    pub fn pick(&self, previous: &[String]) -> Result<Picked, ProxyError> {
+    pub fn pick(&self, previous: &[Arc<str>]) -> Result<Picked, ProxyError> {
         self.sweep();
         if previous.is_empty() && self.spec.outlier.is_none() {
             // Nothing ejected, nothing to avoid: every endpoint is a candidate (the common case, without
@@ -640,7 +646,7 @@ impl Cluster {
         } else {
             *request.version_mut() = http::Version::HTTP_11;
             if !request.headers().contains_key(http::header::HOST)
-                && let Ok(host) = http::HeaderValue::try_from(picked.spec.authority.as_str())
+                && let Ok(host) = http::HeaderValue::try_from(&*picked.spec.authority)
             {
                 request.headers_mut().insert(http::header::HOST, host);
             }
@@ -784,7 +790,7 @@ impl Cluster {
     pub fn ejected(&self) -> Vec<String> {
         (0..self.endpoints.len())
             .filter(|&i| self.outlier(i).ejected_until.is_some())
-            .map(|i| self.endpoints[i].spec.authority.clone())
+            .map(|i| self.endpoints[i].spec.authority.to_string())
             .collect()
     }
 }
@@ -1032,7 +1038,7 @@ spec:
         assert_eq!((grpc.lb, grpc.http2, &grpc.tls), (LbPolicy::RoundRobin, true, &UpstreamTls::Disabled));
         assert!(grpc.endpoints.iter().all(|e| !e.tls));
         let v1 = outbound_spec(&mesh, &ctx(), host, 80, Some("v1")).unwrap();
-        assert_eq!(v1.name, "outbound|80|v1|web.shop.svc.cluster.local");
+        assert_eq!(&*v1.name, "outbound|80|v1|web.shop.svc.cluster.local");
         // As in Istio, a subset's connectionPool replaces the rule's whole connectionPool.
         assert_eq!((v1.endpoints.len(), v1.max_pending, v1.max_connections), (1, 3, UNLIMITED));
         assert_eq!(v1.outlier.as_ref().map(|o| (o.consecutive_5xx, o.consecutive_gateway)), Some((5, 2)));
@@ -1049,7 +1055,7 @@ spec:
             let first = (0..1000).filter(|_| cluster.pick(&[]).unwrap().index == 0).count();
             // Round robin alternates; the random pickers' 50% has sd 16 over 1000 picks: +-100 is 6 sd.
             assert!((400..=600).contains(&first), "{lb:?}: {first}");
-            let avoided = cluster.pick(&["10.0.0.1:80".to_owned()]).unwrap();
+            let avoided = cluster.pick(&["10.0.0.1:80".into()]).unwrap();
             assert_eq!(avoided.index, 1, "{lb:?} avoids previously tried hosts");
         }
     }

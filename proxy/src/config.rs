@@ -180,17 +180,17 @@ impl Snapshot {
         specs.extend(wanted.iter().filter_map(|(h, p, s)| outbound_spec(&mesh, &ctx, h, *p, s.as_deref())));
         let mut clusters = HashMap::new();
         for spec in specs {
-            let reused = previous.and_then(|p| p.clusters.get(&spec.name)).filter(|c| c.spec == spec).cloned();
+            let reused = previous.and_then(|p| p.clusters.get(&*spec.name)).filter(|c| c.spec == spec).cloned();
             let cluster = match reused {
                 Some(cluster) => cluster,
                 None => Cluster::new(spec, shared.identity.as_ref()).map_err(|e| ConfigError(vec![e.to_string()]))?,
             };
-            clusters.insert(cluster.spec.name.clone(), cluster);
+            clusters.insert(cluster.spec.name.to_string(), cluster);
         }
         let mut outbound: HashMap<String, Vec<Arc<Cluster>>> = HashMap::new();
         for cluster in clusters.values() {
             if let Some(host) = &cluster.spec.host {
-                outbound.entry(host.clone()).or_default().push(Arc::clone(cluster));
+                outbound.entry(host.to_string()).or_default().push(Arc::clone(cluster));
             }
         }
         Ok(Snapshot { mesh, view, clusters, outbound })
@@ -358,7 +358,7 @@ fn sidecar_view(
             let port_name = port.name.as_deref().unwrap_or("");
             let http2 = port_name.starts_with("http2") || port_name.starts_with("grpc");
             let cluster = format!("inbound|{}||", endpoint.port);
-            if !specs.iter().any(|s: &ClusterSpec| s.name == cluster) {
+            if !specs.iter().any(|s: &ClusterSpec| *s.name == *cluster) {
                 specs.push(ClusterSpec::static_endpoint(cluster, endpoint.port, app.to_string(), http2));
             }
         }

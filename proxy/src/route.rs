@@ -204,14 +204,14 @@ impl RouteTable {
                         _ => implementation_specific(&raw),
                     };
                     let mut route = Route::to_target(target);
-                    route.name = Some(name.clone());
+                    route.name = Some(name.as_str().into());
                     route.matches = vec![RequestMatch { uri: matcher, ..Default::default() }];
                     by_host.entry(host.clone()).or_default().push((rank, raw.len(), Arc::new(route)));
                 }
             }
             if let Some(target) = ingress.spec.default_backend.as_ref().and_then(|b| ingress_target(b, ns)) {
                 let mut route = Route::to_target(target);
-                route.name = Some(name.clone());
+                route.name = Some(name.as_str().into());
                 defaults.push(Arc::new(route));
             }
         }
@@ -293,7 +293,7 @@ fn implementation_specific(path: &str) -> (Option<StringMatcher>, u8) {
 #[derive(Debug, Clone)]
 pub struct Route {
     /// `http[].name`, shown as `%ROUTE_NAME%`.
-    pub name: Option<String>,
+    pub name: Option<Arc<str>>,
     matches: Vec<RequestMatch>,
     pub action: Action,
     pub rewrite: Option<Rewrite>,
@@ -741,7 +741,7 @@ fn compile_route(hr: &HttpRoute, ns: &str, resource: &str, errors: &mut Vec<Comp
         });
     }
     Some(Route {
-        name: hr.name.clone(),
+        name: hr.name.as_deref().map(Arc::from),
         matches,
         action,
         rewrite,

@@ -85,9 +85,9 @@ pub struct ConnInfo {
 /// What the stages learn about one request, for the access log.
 #[derive(Debug, Default)]
 pub struct RequestInfo {
-    pub route_name: Option<String>,
-    pub cluster: Option<String>,
-    pub upstream_host: Option<String>,
+    pub route_name: Option<Arc<str>>,
+    pub cluster: Option<Arc<str>>,
+    pub upstream_host: Option<Arc<str>>,
     pub upstream_local: Option<Arc<str>>,
     pub transport_failure: Option<String>,
     pub flags: Vec<&'static str>,
@@ -95,11 +95,11 @@ pub struct RequestInfo {
     pub attempts: u32,
     pub upstream_time: Option<Duration>,
     pub bytes_received: u64,
-    pub destination_service: Option<String>,
+    pub destination_service: Option<Arc<str>>,
     pub destination_port: Option<u16>,
-    pub destination_subset: Option<String>,
-    pub destination_namespace: Option<String>,
-    pub destination_workload: Option<String>,
+    pub destination_subset: Option<Arc<str>>,
+    pub destination_namespace: Option<Arc<str>>,
+    pub destination_workload: Option<Arc<str>>,
     pub destination_principal: Option<String>,
     pub upstream_mtls: Option<bool>,
 }
@@ -396,15 +396,16 @@ impl PendingLog {
         r.bytes_received = Some(info.bytes_received);
         r.response_flags = flags.iter().map(|f| (*f).to_owned()).collect();
         r.response_code_details = info.details.or_else(|| r.status.map(|_| "via_upstream".to_owned()));
-        r.route_name = info.route_name;
-        r.upstream_cluster = info.cluster;
-        r.upstream_host = info.upstream_host;
+        let owned = |value: Option<Arc<str>>| value.map(|v| v.to_string());
+        r.route_name = owned(info.route_name);
+        r.upstream_cluster = owned(info.cluster);
+        r.upstream_host = owned(info.upstream_host);
         r.attempts = (info.attempts > 0).then_some(info.attempts);
-        r.destination_service = info.destination_service;
+        r.destination_service = owned(info.destination_service);
         r.destination_port = info.destination_port;
-        r.destination_subset = info.destination_subset;
-        r.destination_namespace = info.destination_namespace;
-        r.destination_workload = info.destination_workload;
+        r.destination_subset = owned(info.destination_subset);
+        r.destination_namespace = owned(info.destination_namespace);
+        r.destination_workload = owned(info.destination_workload);
         r.destination_principal = info.destination_principal;
         self.telemetry.send(LogEntry {
             record: *r,
@@ -668,12 +669,12 @@ impl Stack {
                 let sni = ctx.conn.sni.as_deref().and_then(|s| s.parse::<IstioSni>().ok());
                 if let View::Sidecar(view) = &ctx.snapshot.view {
                     let me = &self.config.me;
-                    let service = view.inbound.get(&cluster.spec.port).and_then(|(_, _, s)| s.clone());
-                    info.destination_service = sni.as_ref().map(|s| s.host.clone()).or(service);
+                    let service = view.inbound.get(&cluster.spec.port).and_then(|(_, _, s)| s.as_deref());
+                    info.destination_service = sni.as_ref().map(|s| s.host.as_str()).or(service).map(Arc::from);
                     info.destination_port = sni.as_ref().map(|s| s.port).or(Some(cluster.spec.port));
-                    info.destination_subset = sni.and_then(|s| s.subset);
-                    info.destination_workload.clone_from(&me.workload);
-                    info.destination_namespace.clone_from(&me.namespace);
+                    info.destination_subset = sni.and_then(|s| s.subset).map(Arc::from);
+                    info.destination_workload = me.workload.as_deref().map(Arc::from);
+                    info.destination_namespace = me.namespace.as_deref().map(Arc::from);
                     info.destination_principal.clone_from(&me.principal);
                 }
             }
@@ -813,7 +814,7 @@ impl Stack {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let policy = &routed.route.retry;
         // Endpoints already tried (Envoy's previous-hosts retry predicate).
-        let mut previous: Vec<String> = Vec::new();
+        let mut previous: Vec<Arc<str>> = Vec::new();
         let mut attempt = 0u32;
         let mut _retry_permit = None;
         loop {
@@ -832,9 +833,6 @@ impl Stack {
                 None => call.await,
             };
             info.attempts = attempt;
-            if let Some(host) = &info.upstream_host {
-                previous.push(host.clone());
-            }
             let retriable = match &result {
                 Ok(response) => {
                     let grpc =
@@ -857,6 +855,7 @@ impl Stack {
                 Some(permit) => _retry_permit = Some(permit),
                 None => return result,
             }
+            previous.extend(info.upstream_host.clone());
             if let Ok(response) = result {
                 // Drain the discarded response so its connection returns to the pool.
                 let _ = response.into_body().collect().await;
@@ -1028,7 +1027,7 @@ impl Stack {
         ctx: &Ctx,
         info: &mut RequestInfo,
         cluster: &Arc<Cluster>,
-        previous: &[String],
+        previous: &[Arc<str>],
         mut request: Request<Bytes>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let picked = cluster.pick(previous)?;
