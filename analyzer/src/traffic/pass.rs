@@ -170,7 +170,7 @@ struct Attributes<S> {
 
 impl Attributes<StrId> {
     fn resolve<'a>(&self, catalog: &'a Catalog) -> Attributes<&'a str> {
-        let s = |id: Option<StrId>| id.map(|id| catalog.string(id));
+        let s = |id| catalog.resolve(id);
         Attributes {
             source_namespace: s(self.source_namespace),
             source_workload: s(self.source_workload),
@@ -212,6 +212,10 @@ impl Catalog {
 
     fn string(&self, id: StrId) -> &str {
         &self.strings[id.get() as usize - 1]
+    }
+
+    fn resolve(&self, id: Option<StrId>) -> Option<&str> {
+        id.map(|id| self.string(id))
     }
 
     fn attributes_id(&mut self, value: Attributes<StrId>) -> u32 {
@@ -471,6 +475,9 @@ impl Scan {
             let outbound = outbound.is_valid(row) && outbound.value(row);
             let flags = flags[row];
             let no_route = flags.contains(FailureFlags::NR);
+            let status = status.is_valid(row).then(|| status.value(row));
+            let duration_ms =
+                duration_ms.is_valid(row).then(|| u32::try_from(duration_ms.value(row)).unwrap_or(u32::MAX));
             if outbound || no_route {
                 let route = RouteIds {
                     reporter: reporter[row],
@@ -486,7 +493,7 @@ impl Scan {
                     Some(&code) => code,
                     None => {
                         let catalog = self.catalog.shared();
-                        let s = |id: Option<StrId>| id.map(|id| catalog.string(id));
+                        let s = |id| catalog.resolve(id);
                         let key = RouteKey {
                             reporter: s(route.reporter).unwrap_or(""),
                             source_namespace: s(route.source_namespace),
@@ -513,11 +520,9 @@ impl Scan {
                     method: route.method,
                     destination_service: destination_service[row],
                     destination_subset: destination_subset[row],
-                    status: status.is_valid(row).then(|| status.value(row)),
+                    status,
                     flags,
-                    duration_ms: duration_ms
-                        .is_valid(row)
-                        .then(|| u32::try_from(duration_ms.value(row)).unwrap_or(u32::MAX)),
+                    duration_ms,
                     attribution,
                 };
                 self.tallies.client(group, timestamp.value(row));
@@ -549,12 +554,10 @@ impl Scan {
             let record = Reduced {
                 key: key.unwrap_or_default(),
                 timestamp: timestamp.value(row),
-                duration_ms: duration_ms
-                    .is_valid(row)
-                    .then(|| u32::try_from(duration_ms.value(row)).unwrap_or(u32::MAX)),
+                duration_ms,
                 attempts: attempts.is_valid(row).then(|| u16::try_from(attempts.value(row)).unwrap_or(u16::MAX)),
                 attributes: self.catalog.attributes_id(attributes),
-                status: status.is_valid(row).then(|| status.value(row)),
+                status,
                 mtls,
                 server,
             };
@@ -798,7 +801,7 @@ impl Tallies {
         endpoints.sort_by(|a, b| {
             (&a.destination_service, a.requests, a.errors).cmp(&(&b.destination_service, b.requests, b.errors))
         });
-        let s = |id: Option<StrId>| id.map(|id| catalog.string(id));
+        let s = |id| catalog.resolve(id);
         let client = self
             .clients
             .iter()
