@@ -2,22 +2,22 @@
 //! policy that governs them — load balancing, connection-pool limits (circuit breaking), outlier detection
 //! and TLS origination — and a pool of upstream connections per endpoint.
 //!
-//! The pool is hyper's connection-level client, not a general-purpose one: a request is sent on an idle
-//! HTTP/1 connection of the endpoint its cluster picked (or on the endpoint's shared HTTP/2 connection),
-//! and the connection is idle again when the response body has ended. Nothing is spawned or sent through a
-//! channel per request beyond hyper's own dispatch.
+//! The pool is a connection-level client, not a general-purpose one: a request is sent on an idle HTTP/1
+//! connection of the endpoint its cluster picked ([`crate::h1`], driven by the request itself), or on the
+//! endpoint's shared HTTP/2 connection (hyper's, a task of its own), and an HTTP/1 connection is idle
+//! again when the response body has ended. Nothing is spawned or sent through a channel per request.
 //!
 //! A cluster's runtime state (pool, ejections, counters) survives a config reload when its [`ClusterSpec`]
 //! is unchanged, so reloading never resets a circuit breaker or drops pooled connections needlessly.
 
 use crate::error::ProxyError;
+use crate::h1;
 use crate::tls::{self, CertFiles, CertSource};
 use crate::{BoxError, ProxyBody};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Body;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use meshlens_model::SpiffeId;
 use meshlens_model::mesh::networking::{
@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -346,32 +347,9 @@ struct Pool {
     shared: Option<(http2::SendRequest<Full<Bytes>>, Arc<str>)>,
 }
 
-/// hyper's handle to send requests on one upstream connection.
-enum Sender {
-    Http1(http1::SendRequest<Full<Bytes>>),
-    Http2(http2::SendRequest<Full<Bytes>>),
-}
-
-impl Sender {
-    fn is_closed(&self) -> bool {
-        match self {
-            Sender::Http1(s) => s.is_closed(),
-            Sender::Http2(s) => s.is_closed(),
-        }
-    }
-
-    /// Waits until the connection can take a request; an error means it is closed.
-    async fn ready(&mut self) -> hyper::Result<()> {
-        match self {
-            Sender::Http1(s) => s.ready().await,
-            Sender::Http2(s) => s.ready().await,
-        }
-    }
-}
-
-/// One upstream connection.
+/// An idle HTTP/1 connection to an endpoint.
 struct Upstream {
-    sender: Sender,
+    connection: h1::Connection<UpstreamIo>,
     /// Local address of the connection, for the access log.
     local: Arc<str>,
     /// Requests sent on it, for `maxRequestsPerConnection`.
@@ -405,35 +383,23 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-/// Holds circuit-breaker capacity for the life of a request (including its response body), and the HTTP/1
-/// connection the response arrives on until the body has ended.
+/// Holds circuit-breaker capacity for the life of a request (including its response body).
 pub struct Admission {
     _request: OwnedSemaphorePermit,
     _connection: Option<OwnedSemaphorePermit>,
-    active: Option<(Arc<Cluster>, usize)>,
-    upstream: Option<Upstream>,
+    active: (Arc<Cluster>, usize),
 }
 
 impl std::fmt::Debug for Admission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Admission").field("active", &self.active.as_ref().map(|(_, i)| i)).finish_non_exhaustive()
-    }
-}
-
-impl Admission {
-    /// The response has been read to its end: its HTTP/1 connection can take the next request.
-    fn recycle(&mut self) {
-        if let (Some(upstream), Some((cluster, index))) = (self.upstream.take(), &self.active) {
-            cluster.recycle(*index, upstream);
-        }
+        f.debug_struct("Admission").field("endpoint", &self.active.1).finish_non_exhaustive()
     }
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        if let Some((cluster, index)) = &self.active {
-            cluster.endpoints[*index].active.fetch_sub(1, Ordering::Relaxed);
-        }
+        let (cluster, index) = &self.active;
+        cluster.endpoints[*index].active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -613,12 +579,7 @@ impl Cluster {
             },
         };
         self.endpoints[picked.index].active.fetch_add(1, Ordering::Relaxed);
-        Ok(Admission {
-            _request: request,
-            _connection: connection,
-            active: Some((self.clone(), picked.index)),
-            upstream: None,
-        })
+        Ok(Admission { _request: request, _connection: connection, active: (self.clone(), picked.index) })
     }
 
     /// A slot for one retry, if `maxRetries` allows it.
@@ -631,100 +592,120 @@ impl Cluster {
     pub async fn send(
         &self,
         picked: &Picked,
-        mut admission: Admission,
-        mut request: Request<Bytes>,
+        admission: Admission,
+        request: &Request<Bytes>,
     ) -> Result<(Response<ProxyBody>, Arc<str>), ProxyError> {
-        let endpoint = &self.endpoints[picked.index];
-        if self.spec.http2 {
-            // HTTP/2 names scheme and authority in pseudo-headers, taken from an absolute URI.
-            let scheme = if picked.spec.tls && self.client_has_tls() { "https" } else { "http" };
-            let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-            *request.uri_mut() = format!("{scheme}://{}{path}", picked.spec.authority)
-                .parse()
-                .map_err(|e| ProxyError::ConnectFailure(format!("bad endpoint address: {e}")))?;
-            *request.version_mut() = http::Version::HTTP_2;
-        } else {
-            *request.version_mut() = http::Version::HTTP_11;
-            if !request.headers().contains_key(http::header::HOST)
-                && let Ok(host) = http::HeaderValue::try_from(&*picked.spec.authority)
-            {
-                request.headers_mut().insert(http::header::HOST, host);
-            }
-        }
-        let mut request = request.map(Full::new);
         // A try abandoned by a timeout is dropped here mid-flight; it still counts as a failure.
         let mut outcome = Outcome { cluster: self, index: picked.index, recorded: false };
-        let (response, mut upstream) = loop {
-            let (mut upstream, pooled) = match self.checkout(endpoint).await {
-                Some(upstream) => (upstream, true),
-                None if self.spec.http2 => {
-                    let _connecting = endpoint.connecting.lock().await;
-                    match self.checkout(endpoint).await {
-                        Some(upstream) => (upstream, true),
-                        None => (self.connect(endpoint).await?, false),
-                    }
-                }
-                None => (self.connect(endpoint).await?, false),
-            };
-            upstream.requests += 1;
-            let sent = match &mut upstream.sender {
-                Sender::Http1(sender) => sender.try_send_request(request).await,
-                Sender::Http2(sender) => sender.try_send_request(request).await,
-            };
-            match sent {
-                Ok(response) => break (response, upstream),
-                Err(mut err) => match err.take_message() {
-                    // A pooled connection the upstream closed before the request went out: the request
-                    // was not sent, so it goes out on another connection (as Envoy does), not as a retry.
-                    Some(unsent) if pooled => request = unsent,
-                    _ => return Err(ProxyError::UpstreamReset(error_chain(err.error()))),
-                },
-            }
+        let (mut response, local) = if self.spec.http2 {
+            self.send_http2(picked, admission, request).await?
+        } else {
+            self.send_http1(picked, admission, request).await?
         };
         outcome.recorded = true;
         self.record(picked.index, Some(response.status().as_u16()));
-        let local = Arc::clone(&upstream.local);
-        if let Sender::Http1(_) = upstream.sender {
-            upstream.idle_since = Instant::now();
-            admission.upstream = Some(upstream);
-            if response.body().is_end_stream() {
-                // No body will be polled (HEAD, 204, 304).
-                admission.recycle();
-            }
-        }
-        let mut response = response.map(|body| {
-            GuardedBody { inner: body.map_err(BoxError::from).boxed_unsync(), guard: admission }.boxed_unsync()
-        });
         // The downstream connection decides its own protocol version.
         *response.version_mut() = http::Version::default();
         Ok((response, local))
     }
 
-    /// A pooled connection to `endpoint` that can take a request now, if there is one.
-    async fn checkout(&self, endpoint: &EndpointState) -> Option<Upstream> {
+    async fn send_http1(
+        &self,
+        picked: &Picked,
+        admission: Admission,
+        request: &Request<Bytes>,
+    ) -> Result<(Response<ProxyBody>, Arc<str>), ProxyError> {
+        let endpoint = &self.endpoints[picked.index];
         loop {
-            let mut upstream = {
-                let mut pool = lock(&endpoint.pool);
-                match &pool.shared {
-                    Some((sender, _)) if sender.is_closed() => pool.shared = None,
-                    Some((sender, local)) => {
-                        let sender = Sender::Http2(sender.clone());
-                        break Some(Upstream {
-                            sender,
-                            local: Arc::clone(local),
-                            requests: 0,
-                            idle_since: Instant::now(),
-                        });
-                    }
-                    None => {}
-                }
-                pool.idle.pop()?
+            let (upstream, pooled) = match self.checkout(endpoint) {
+                Some(upstream) => (upstream, true),
+                None => (self.connect_http1(endpoint).await?, false),
             };
-            if self.expired(&upstream) {
-                continue;
+            let Upstream { connection, local, requests, .. } = upstream;
+            match connection.send(request).await {
+                Ok(response) => {
+                    let local_address = Arc::clone(&local);
+                    let response = response.map(|body| {
+                        let mut body = PooledBody { body, local, requests: requests + 1, guard: admission };
+                        if hyper::body::Body::is_end_stream(&body.body) {
+                            // No body will be polled (HEAD, 204, 304, empty): the connection is free now.
+                            body.recycle();
+                        }
+                        body.boxed_unsync()
+                    });
+                    return Ok((response, local_address));
+                }
+                // A pooled connection the upstream closed before the request went out: the request was not
+                // sent, so it goes out on another connection (as Envoy does), not as a retry.
+                Err(err) if err.unsent() && pooled => continue,
+                Err(err) => return Err(ProxyError::UpstreamReset(error_chain(&err))),
             }
-            // Almost always ready at once: a connection is pooled when its last response has ended.
-            if upstream.sender.ready().await.is_ok() {
+        }
+    }
+
+    async fn send_http2(
+        &self,
+        picked: &Picked,
+        admission: Admission,
+        request: &Request<Bytes>,
+    ) -> Result<(Response<ProxyBody>, Arc<str>), ProxyError> {
+        let endpoint = &self.endpoints[picked.index];
+        // HTTP/2 names scheme and authority in pseudo-headers, taken from an absolute URI.
+        let scheme = if picked.spec.tls && self.client_has_tls() { "https" } else { "http" };
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let uri: http::Uri = format!("{scheme}://{}{path}", picked.spec.authority)
+            .parse()
+            .map_err(|e| ProxyError::ConnectFailure(format!("bad endpoint address: {e}")))?;
+        let mut message = Request::new(Full::new(request.body().clone()));
+        *message.method_mut() = request.method().clone();
+        *message.uri_mut() = uri;
+        *message.version_mut() = http::Version::HTTP_2;
+        *message.headers_mut() = request.headers().clone();
+        loop {
+            let shared = lock(&endpoint.pool).shared.clone().filter(|(sender, _)| !sender.is_closed());
+            let (mut sender, local, pooled) = match shared {
+                Some((sender, local)) => (sender, local, true),
+                None => {
+                    let _connecting = endpoint.connecting.lock().await;
+                    let opened_meanwhile =
+                        lock(&endpoint.pool).shared.clone().filter(|(sender, _)| !sender.is_closed());
+                    match opened_meanwhile {
+                        Some((sender, local)) => (sender, local, true),
+                        None => {
+                            let (sender, local) = self.connect_http2(endpoint).await?;
+                            (sender, local, false)
+                        }
+                    }
+                }
+            };
+            if sender.ready().await.is_err() {
+                lock(&endpoint.pool).shared = None;
+                if pooled {
+                    continue;
+                }
+                return Err(ProxyError::UpstreamReset("connection closed before the request was sent".into()));
+            }
+            match sender.try_send_request(message).await {
+                Ok(response) => {
+                    let response = response.map(|body| {
+                        GuardedBody { inner: body.map_err(BoxError::from).boxed_unsync(), _guard: admission }
+                            .boxed_unsync()
+                    });
+                    return Ok((response, local));
+                }
+                Err(mut err) => match err.take_message() {
+                    Some(unsent) if pooled => message = unsent,
+                    _ => return Err(ProxyError::UpstreamReset(error_chain(err.error()))),
+                },
+            }
+        }
+    }
+
+    /// An idle HTTP/1 connection to `endpoint` that its upstream has not closed, if there is one.
+    fn checkout(&self, endpoint: &EndpointState) -> Option<Upstream> {
+        loop {
+            let mut upstream = lock(&endpoint.pool).idle.pop()?;
+            if !self.expired(&upstream) && !upstream.connection.is_closed() {
                 return Some(upstream);
             }
         }
@@ -735,51 +716,53 @@ impl Cluster {
         upstream.idle_since.elapsed() >= self.spec.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT)
     }
 
-    /// Pools an HTTP/1 connection whose response has ended, unless it is closed or has served
+    /// Pools an HTTP/1 connection whose response has ended, unless it has served
     /// `maxRequestsPerConnection`.
     fn recycle(&self, index: usize, upstream: Upstream) {
-        let spent = self.spec.max_requests_per_connection.is_some_and(|max| upstream.requests >= max);
-        if spent || upstream.sender.is_closed() {
+        if self.spec.max_requests_per_connection.is_some_and(|max| upstream.requests >= max) {
             return;
         }
         let mut pool = lock(&self.endpoints[index].pool);
-        // The oldest connections are the ones to have been closed by the upstream or to have expired.
-        let stale = pool.idle.iter().take_while(|u| u.sender.is_closed() || self.expired(u)).count();
+        // The oldest connections are the ones to have expired.
+        let stale = pool.idle.iter().take_while(|u| self.expired(u)).count();
         pool.idle.drain(..stale);
         pool.idle.push(upstream);
     }
 
-    /// Opens a connection to `endpoint`: TCP, TLS when the endpoint takes it, then the HTTP handshake.
-    async fn connect(&self, endpoint: &EndpointState) -> Result<Upstream, ProxyError> {
-        fn failed(error: impl std::error::Error + 'static) -> ProxyError {
-            ProxyError::ConnectFailure(error_chain(&error))
-        }
+    /// Opens a connection to `endpoint`: TCP, then TLS when the endpoint takes it.
+    async fn open(&self, endpoint: &EndpointState) -> Result<UpstreamIo, ProxyError> {
         let tls = endpoint.spec.tls && self.client_has_tls();
-        let io = self.connector.connect(&endpoint.spec.authority, tls).await.map_err(failed)?;
+        self.connector
+            .connect(&endpoint.spec.authority, tls)
+            .await
+            .map_err(|error| ProxyError::ConnectFailure(error_chain(&error)))
+    }
+
+    async fn connect_http1(&self, endpoint: &EndpointState) -> Result<Upstream, ProxyError> {
+        let io = self.open(endpoint).await?;
         let local: Arc<str> = io.local().into();
-        let sender = if self.spec.http2 {
-            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .handshake(io)
-                .await
-                .map_err(failed)?;
-            tokio::spawn(async move {
-                if let Err(err) = connection.await {
-                    tracing::debug!(%err, "upstream HTTP/2 connection failed");
-                }
-            });
-            lock(&endpoint.pool).shared = Some((sender.clone(), Arc::clone(&local)));
-            Sender::Http2(sender)
-        } else {
-            let (sender, connection) = http1::handshake(io).await.map_err(failed)?;
-            tokio::spawn(async move {
-                if let Err(err) = connection.await {
-                    tracing::debug!(%err, "upstream HTTP/1 connection failed");
-                }
-            });
-            Sender::Http1(sender)
-        };
-        Ok(Upstream { sender, local, requests: 0, idle_since: Instant::now() })
+        Ok(Upstream { connection: h1::Connection::new(io), local, requests: 0, idle_since: Instant::now() })
+    }
+
+    /// Opens the endpoint's shared HTTP/2 connection, whose driver is a task of its own.
+    async fn connect_http2(
+        &self,
+        endpoint: &EndpointState,
+    ) -> Result<(http2::SendRequest<Full<Bytes>>, Arc<str>), ProxyError> {
+        let io = self.open(endpoint).await?;
+        let local: Arc<str> = io.local().into();
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|error| ProxyError::ConnectFailure(error_chain(&error)))?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%err, "upstream HTTP/2 connection failed");
+            }
+        });
+        lock(&endpoint.pool).shared = Some((sender.clone(), Arc::clone(&local)));
+        Ok((sender, local))
     }
 
     fn client_has_tls(&self) -> bool {
@@ -825,11 +808,10 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// A response body that keeps its request's circuit-breaker capacity until it ends or is dropped, and
-/// pools its connection when it has ended (a body dropped before its end closes the connection).
+/// An HTTP/2 response body that keeps its request's circuit-breaker capacity until it ends or is dropped.
 struct GuardedBody {
     inner: ProxyBody,
-    guard: Admission,
+    _guard: Admission,
 }
 
 impl hyper::body::Body for GuardedBody {
@@ -840,17 +822,7 @@ impl hyper::body::Body for GuardedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        // Hyper stops polling a body that says it has ended, so the last frame may be all it sees.
-        let ended = match &polled {
-            Poll::Ready(None) => true,
-            Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
-            _ => false,
-        };
-        if ended {
-            self.guard.recycle();
-        }
-        polled
+        Pin::new(&mut self.inner).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -859,6 +831,55 @@ impl hyper::body::Body for GuardedBody {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// An HTTP/1 response body that keeps its request's circuit-breaker capacity until it ends or is dropped,
+/// and pools its connection when it has ended (a body dropped before its end closes the connection).
+struct PooledBody {
+    body: h1::Body<UpstreamIo>,
+    local: Arc<str>,
+    requests: u32,
+    guard: Admission,
+}
+
+impl PooledBody {
+    fn recycle(&mut self) {
+        if let Some(connection) = self.body.take_reusable() {
+            let (cluster, index) = &self.guard.active;
+            let upstream = Upstream {
+                connection,
+                local: Arc::clone(&self.local),
+                requests: self.requests,
+                idle_since: Instant::now(),
+            };
+            cluster.recycle(*index, upstream);
+        }
+    }
+}
+
+impl hyper::body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        // Hyper stops polling a body that says it has ended, so the last frame may be all it sees.
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Ok(_)))) && self.body.is_end_stream() {
+            self.recycle();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -915,17 +936,17 @@ impl Connector {
                     .connect(origination.server_name.clone(), tcp)
                     .await
                     .map_err(ConnectError::Tls)?;
-                Ok(UpstreamIo::Tls(Box::new(TokioIo::new(stream)), local))
+                Ok(UpstreamIo::Tls(Box::new(stream), local))
             }
-            _ => Ok(UpstreamIo::Plain(TokioIo::new(tcp), local)),
+            _ => Ok(UpstreamIo::Plain(tcp, local)),
         }
     }
 }
 
 /// An upstream connection's transport, with its local address.
 enum UpstreamIo {
-    Plain(TokioIo<TcpStream>, String),
-    Tls(Box<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>, String),
+    Plain(TcpStream, String),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>, String),
 }
 
 impl UpstreamIo {
@@ -936,12 +957,8 @@ impl UpstreamIo {
     }
 }
 
-impl hyper::rt::Read for UpstreamIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
+impl AsyncRead for UpstreamIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             UpstreamIo::Plain(io, _) => Pin::new(io).poll_read(cx, buf),
             UpstreamIo::Tls(io, _) => Pin::new(io.as_mut()).poll_read(cx, buf),
@@ -949,7 +966,7 @@ impl hyper::rt::Read for UpstreamIo {
     }
 }
 
-impl hyper::rt::Write for UpstreamIo {
+impl AsyncWrite for UpstreamIo {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             UpstreamIo::Plain(io, _) => Pin::new(io).poll_write(cx, buf),

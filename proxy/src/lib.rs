@@ -6,7 +6,8 @@
 //!
 //! The request path is a sequence of stages ([`stack`]), one future per request, over a config [`config::Snapshot`] compiled
 //! from the model's `MeshConfig`: routes ([`route`]), clusters with DestinationRule traffic policy
-//! ([`cluster`]), policies ([`authz`]). Listeners ([`server`]) terminate TLS and HTTP; [`tls`] and [`ca`]
+//! ([`cluster`], whose HTTP/1 upstream connections speak through `h1`), policies ([`authz`]). Listeners
+//! ([`server`]) terminate TLS and HTTP; [`tls`] and [`ca`]
 //! provide SPIFFE identities; [`telemetry`] writes access logs and metrics and [`otlp`] exports spans and
 //! access-log records over OTLP. Every locally generated answer is a [`ProxyError`], mapped to status,
 //! response flag and details in one place ([`error`]). The crate depends only on `meshlens-model`.
@@ -16,6 +17,7 @@ pub mod ca;
 pub mod cluster;
 pub mod config;
 pub mod error;
+mod h1;
 pub mod otlp;
 mod proxy;
 pub mod route;

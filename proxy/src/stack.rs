@@ -774,7 +774,7 @@ impl Stack {
                 let sent = async {
                     let picked = cluster.pick(&[])?;
                     let admission = cluster.admit(&picked).await?;
-                    let (response, _) = cluster.send(&picked, admission, copy).await?;
+                    let (response, _) = cluster.send(&picked, admission, &copy).await?;
                     // Drain so the pooled connection can be reused; the answer itself is ignored.
                     let _ = response.into_body().collect().await;
                     Ok::<(), ProxyError>(())
@@ -813,6 +813,7 @@ impl Stack {
         mut request: Request<Bytes>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let policy = &routed.route.retry;
+        prepare_upstream_request(&mut request, &ctx.conn, self.config.side, &self.config.me);
         // Endpoints already tried (Envoy's previous-hosts retry predicate).
         let mut previous: Vec<Arc<str>> = Vec::new();
         let mut attempt = 0u32;
@@ -820,14 +821,13 @@ impl Stack {
         loop {
             attempt += 1;
             let last = attempt > policy.retries;
-            // Every attempt but the last sends a copy; the last sends the request itself.
-            let mut try_request = if last { std::mem::take(&mut request) } else { clone_request(&request) };
+            // Attempts send the request by reference: what differs between them is set in place.
             if attempt > 1
                 && let Ok(count) = HeaderValue::try_from(attempt.to_string())
             {
-                try_request.headers_mut().insert(X_ENVOY_ATTEMPT_COUNT, count);
+                request.headers_mut().insert(X_ENVOY_ATTEMPT_COUNT, count);
             }
-            let call = self.forward(ctx, info, &routed.cluster, &previous, try_request);
+            let call = self.forward(ctx, info, &routed.cluster, &previous, &mut request);
             let result = match policy.per_try_timeout {
                 Some(timeout) => tokio::time::timeout(timeout, call).await.unwrap_or(Err(ProxyError::Timeout)),
                 None => call.await,
@@ -1028,7 +1028,7 @@ impl Stack {
         info: &mut RequestInfo,
         cluster: &Arc<Cluster>,
         previous: &[Arc<str>],
-        mut request: Request<Bytes>,
+        request: &mut Request<Bytes>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let picked = cluster.pick(previous)?;
         info.upstream_host = Some(picked.spec.authority.clone());
@@ -1041,7 +1041,6 @@ impl Stack {
             info.upstream_mtls = Some(mtls);
         }
         let admission = cluster.admit(&picked).await?;
-        prepare_upstream_request(&mut request, &ctx.conn, self.config.side, &self.config.me);
         // Each attempt is a client span, the parent of what the upstream does.
         let trace = ctx.trace;
         let span_id = new_span_id();
@@ -1049,7 +1048,7 @@ impl Stack {
             request.headers_mut().insert(TRACEPARENT, value);
         }
         let mut span =
-            if trace.sampled { self.client_span(&request, &trace, span_id, cluster, &picked, info) } else { None };
+            if trace.sampled { self.client_span(request, &trace, span_id, cluster, &picked, info) } else { None };
         let started = Instant::now();
         let result = cluster.send(&picked, admission, request).await;
         let elapsed = started.elapsed();

@@ -1,0 +1,443 @@
+//! The HTTP/1.1 client of upstream connections, driven by the request that uses a connection instead of by a
+//! task of its own.
+//!
+//! A request is encoded from the buffered request by reference (so a retry re-sends it without a copy),
+//! the response head is parsed with `httparse` into header values that share the read buffer, and the
+//! response body is read from the socket as the downstream polls it. When the body has ended the
+//! connection is idle and unpolled until its next request; whether the upstream closed it meanwhile is
+//! checked when it is taken out of the pool ([`Connection::is_closed`]).
+//!
+//! hyper's client connection, used before, is a task fed through a channel, with a oneshot back and two
+//! task wake-ups per request; in the proxy's profile that machinery cost more than parsing and encoding
+//! together (docs/benchmarks.md, session 10).
+
+use crate::BoxError;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use std::io::Write as _;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+/// Largest response head accepted (hyper's client allowed about as much).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most response headers accepted.
+const MAX_HEADERS: usize = 100;
+/// Largest chunk-size line (with extensions) and trailer section of a chunked body.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+/// A body up to this size goes out in the same write as the head.
+const COALESCE_BODY: usize = 16 * 1024;
+/// Room made in the read buffer before each read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("upstream connection closed before the request was sent: {0}")]
+    Unsent(std::io::Error),
+    #[error("upstream connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("upstream connection closed before the response was complete")]
+    Closed,
+    #[error("malformed upstream response: {0}")]
+    Protocol(String),
+}
+
+impl Error {
+    /// The request never reached the upstream: it may go out again on another connection.
+    pub fn unsent(&self) -> bool {
+        matches!(self, Error::Unsent(_))
+    }
+}
+
+fn protocol(message: impl Into<String>) -> Error {
+    Error::Protocol(message.into())
+}
+
+/// One HTTP/1.1 connection to an upstream.
+pub struct Connection<I> {
+    io: I,
+    /// Bytes read and not consumed yet; empty between exchanges.
+    read: BytesMut,
+    /// The request head being written; kept for its allocation.
+    write: Vec<u8>,
+    /// Offsets of the response's header names and values in `read`, reused between responses.
+    offsets: Vec<[usize; 4]>,
+}
+
+/// How the response body is delimited (RFC 9112 section 6.3), and where its reading stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked(Chunk),
+    /// Until the upstream closes the connection.
+    Close,
+    Ended,
+}
+
+/// Where a chunked body's decoder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Reading a chunk-size line.
+    Size,
+    /// In a chunk's data, with this much left.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// The trailer section after the last chunk, this many bytes in.
+    Trailers(usize),
+}
+
+impl<I> Connection<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    pub fn new(io: I) -> Connection<I> {
+        Connection { io, read: BytesMut::new(), write: Vec::new(), offsets: Vec::new() }
+    }
+
+    /// Whether the pooled connection can no longer carry a request: the upstream closed it, reset it, or
+    /// sent bytes nobody asked for. Never waits.
+    pub fn is_closed(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        self.read.reserve(1);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), &mut cx, &mut self.read).is_ready()
+    }
+
+    /// Sends `request` (origin-form URI, hop-by-hop headers already removed) and reads the response head;
+    /// the body is read by polling the returned response's [`Body`], which owns the connection.
+    pub async fn send(mut self, request: &Request<Bytes>) -> Result<Response<Body<I>>, Error> {
+        self.encode(request);
+        let body = request.body();
+        let coalesced = body.len() <= COALESCE_BODY;
+        if coalesced {
+            self.write.extend_from_slice(body);
+        }
+        // Nothing written yet: a failure here means the upstream never saw the request.
+        let head = std::mem::take(&mut self.write);
+        let written = self.io.write(&head).await.map_err(Error::Unsent)?;
+        if written == 0 {
+            return Err(Error::Unsent(std::io::ErrorKind::WriteZero.into()));
+        }
+        self.io.write_all(&head[written..]).await?;
+        self.write = head;
+        if !coalesced {
+            self.io.write_all(body).await?;
+        }
+        self.io.flush().await?;
+        // The pooled connection's buffer is empty: the answer is still to be read.
+        let mut connection = self;
+        loop {
+            if connection.read.len() >= MAX_HEAD_BYTES {
+                return Err(protocol(format!("response head larger than {MAX_HEAD_BYTES} bytes")));
+            }
+            connection.read.reserve(READ_CHUNK);
+            let Connection { io, read, .. } = &mut connection;
+            if std::future::poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut *read)).await? == 0
+            {
+                return Err(Error::Closed);
+            }
+            connection = match connection.parse_head(request.method())? {
+                Ok(response) => return Ok(response),
+                Err(partial) => partial,
+            };
+        }
+    }
+
+    fn encode(&mut self, request: &Request<Bytes>) {
+        let out = &mut self.write;
+        out.clear();
+        let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        out.extend_from_slice(request.method().as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in request.headers() {
+            if name == header::CONTENT_LENGTH {
+                continue;
+            }
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        // The body is buffered, so its length is known; methods that carry a body say so even when empty.
+        let length = request.body().len();
+        let says_length = length > 0
+            || request.headers().contains_key(header::CONTENT_LENGTH)
+            || matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH);
+        if says_length {
+            let _ = write!(out, "content-length: {length}\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// The response, if `read` holds all of its head (interim 1xx responses are skipped); else the
+    /// connection back, to read more.
+    fn parse_head(mut self, method: &Method) -> Result<Result<Response<Body<I>>, Connection<I>>, Error> {
+        loop {
+            let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut parsed = httparse::Response::new(&mut []);
+            let base = self.read.as_ptr() as usize;
+            let status = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut parsed,
+                &self.read,
+                &mut headers,
+            ) {
+                Ok(httparse::Status::Complete(length)) => length,
+                Ok(httparse::Status::Partial) => return Ok(Err(self)),
+                Err(err) => return Err(protocol(err.to_string())),
+            };
+            let head_length = status;
+            let code = parsed.code.unwrap_or_default();
+            let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+            self.offsets.clear();
+            self.offsets.extend(parsed.headers.iter().map(|h| {
+                let name = h.name.as_ptr() as usize - base;
+                let value = h.value.as_ptr() as usize - base;
+                [name, name + h.name.len(), value, value + h.value.len()]
+            }));
+            if (100..200).contains(&code) {
+                if code == 101 {
+                    return Err(protocol("protocol upgrades are not supported"));
+                }
+                self.read.advance(head_length);
+                continue;
+            }
+            let status = StatusCode::from_u16(code).map_err(|_| protocol(format!("status code {code}")))?;
+            let head = self.read.split_to(head_length).freeze();
+            let mut map = HeaderMap::with_capacity(self.offsets.len() + 2);
+            let mut framing = None;
+            let mut chunked = false;
+            let mut close = version == Version::HTTP_10;
+            let mut listed = Vec::new();
+            for &[name_start, name_end, value_start, value_end] in &self.offsets {
+                let name = HeaderName::from_bytes(&head[name_start..name_end]).map_err(|_| {
+                    protocol(format!("header name {:?}", String::from_utf8_lossy(&head[name_start..name_end])))
+                })?;
+                let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
+                    .map_err(|_| protocol(format!("value of header {name}")))?;
+                if name == header::CONTENT_LENGTH {
+                    let length = parse_length(value.as_bytes()).ok_or_else(|| protocol("content-length"))?;
+                    match framing {
+                        Some(Framing::Length(known)) if known != length => {
+                            return Err(protocol("conflicting content-length headers"));
+                        }
+                        _ => framing = Some(Framing::Length(length)),
+                    }
+                } else if name == header::TRANSFER_ENCODING {
+                    // Only a last coding of `chunked` delimits the body; otherwise it runs to the close.
+                    chunked = value
+                        .as_bytes()
+                        .rsplit(|&b| b == b',')
+                        .next()
+                        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                    close |= !chunked;
+                    continue;
+                } else if name == header::CONNECTION {
+                    for option in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                        if option.eq_ignore_ascii_case(b"close") {
+                            close = true;
+                        } else if option.eq_ignore_ascii_case(b"keep-alive") {
+                            close = false;
+                        } else if let Ok(name) = HeaderName::from_bytes(option) {
+                            listed.push(name);
+                        }
+                    }
+                    continue;
+                } else if is_hop_by_hop(&name) {
+                    continue;
+                }
+                map.append(name, value);
+            }
+            for name in &listed {
+                map.remove(name);
+            }
+            let framing = match framing {
+                _ if *method == Method::HEAD || matches!(code, 204 | 304) => Framing::Ended,
+                // Transfer-Encoding overrides Content-Length, and a message with both is suspect: the
+                // connection is not reused (RFC 9112 section 6.3).
+                Some(_) if chunked => {
+                    map.remove(header::CONTENT_LENGTH);
+                    close = true;
+                    Framing::Chunked(Chunk::Size)
+                }
+                _ if chunked => Framing::Chunked(Chunk::Size),
+                Some(Framing::Length(0)) => Framing::Ended,
+                Some(framing) => framing,
+                None => Framing::Close,
+            };
+            let reusable = !close && framing != Framing::Close;
+            let mut response = Response::new(Body { connection: Some(self), framing, reusable });
+            *response.status_mut() = status;
+            *response.headers_mut() = map;
+            return Ok(Ok(response));
+        }
+    }
+}
+
+/// Response headers that describe this hop only (besides `connection` and `transfer-encoding`, which are
+/// read for framing): the downstream connection has its own.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::UPGRADE || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+}
+
+/// A content-length value: digits only, at most 19 of them.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let value = value.trim_ascii();
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+/// A response body read from its connection as it is polled.
+pub struct Body<I> {
+    connection: Option<Connection<I>>,
+    framing: Framing,
+    /// The connection can take another request once the body has ended.
+    reusable: bool,
+}
+
+impl<I> std::fmt::Debug for Body<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Body").field("framing", &self.framing).finish_non_exhaustive()
+    }
+}
+
+impl<I> Body<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    /// The connection, if the body has ended and the connection can carry another request.
+    pub fn take_reusable(&mut self) -> Option<Connection<I>> {
+        if self.framing != Framing::Ended || !self.reusable {
+            return None;
+        }
+        // Bytes past the end of the response answer nothing: the connection is out of step.
+        self.connection.take().filter(|c| c.read.is_empty())
+    }
+
+    /// The next piece of the body that `read` holds, if any.
+    fn decode(&mut self) -> Result<Option<Bytes>, Error> {
+        let Some(connection) = self.connection.as_mut() else { return Ok(None) };
+        let read = &mut connection.read;
+        loop {
+            match self.framing {
+                Framing::Ended => return Ok(None),
+                Framing::Close => {
+                    return Ok((!read.is_empty()).then(|| read.split().freeze()));
+                }
+                Framing::Length(left) => {
+                    if read.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(read.len());
+                    let left = left - take as u64;
+                    self.framing = if left == 0 { Framing::Ended } else { Framing::Length(left) };
+                    return Ok(Some(read.split_to(take).freeze()));
+                }
+                Framing::Chunked(Chunk::Data(left)) => {
+                    if read.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(read.len());
+                    let left = left - take as u64;
+                    self.framing = Framing::Chunked(if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) });
+                    return Ok(Some(read.split_to(take).freeze()));
+                }
+                Framing::Chunked(Chunk::Size) => {
+                    let Some(end) = read.windows(2).position(|w| w == b"\r\n") else {
+                        if read.len() > MAX_CHUNK_LINE {
+                            return Err(protocol("chunk-size line too long"));
+                        }
+                        return Ok(None);
+                    };
+                    let line = &read[..end];
+                    let digits = line.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+                    let size = parse_chunk_size(digits)
+                        .ok_or_else(|| protocol(format!("chunk size {:?}", String::from_utf8_lossy(digits))))?;
+                    read.advance(end + 2);
+                    self.framing = Framing::Chunked(if size == 0 { Chunk::Trailers(0) } else { Chunk::Data(size) });
+                }
+                Framing::Chunked(Chunk::DataEnd) => {
+                    if read.len() < 2 {
+                        return Ok(None);
+                    }
+                    if &read[..2] != b"\r\n" {
+                        return Err(protocol("chunk data not followed by CRLF"));
+                    }
+                    read.advance(2);
+                    self.framing = Framing::Chunked(Chunk::Size);
+                }
+                Framing::Chunked(Chunk::Trailers(seen)) => {
+                    // Trailer fields are read and dropped; an empty line ends the body.
+                    let Some(end) = read.windows(2).position(|w| w == b"\r\n") else {
+                        if seen + read.len() > MAX_TRAILERS {
+                            return Err(protocol("trailer section too large"));
+                        }
+                        return Ok(None);
+                    };
+                    read.advance(end + 2);
+                    self.framing =
+                        if end == 0 { Framing::Ended } else { Framing::Chunked(Chunk::Trailers(seen + end + 2)) };
+                }
+            }
+        }
+    }
+}
+
+/// A chunk size: hex digits, at most 15 of them (so it fits a u64 with room).
+fn parse_chunk_size(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 15 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| Some(n * 16 + u64::from(char::from(d).to_digit(16)?)))
+}
+
+impl<I> hyper::body::Body for Body<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        loop {
+            if let Some(data) = self.decode()? {
+                return Poll::Ready(Some(Ok(hyper::body::Frame::data(data))));
+            }
+            if self.framing == Framing::Ended {
+                return Poll::Ready(None);
+            }
+            let Some(connection) = self.connection.as_mut() else { return Poll::Ready(None) };
+            connection.read.reserve(READ_CHUNK);
+            let read = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut connection.io), cx, &mut connection.read))?;
+            if read == 0 {
+                if self.framing == Framing::Close {
+                    self.framing = Framing::Ended;
+                    return Poll::Ready(None);
+                }
+                return Poll::Ready(Some(Err(Error::Closed.into())));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.framing == Framing::Ended
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self.framing {
+            Framing::Length(left) => hyper::body::SizeHint::with_exact(left),
+            Framing::Ended => hyper::body::SizeHint::with_exact(0),
+            _ => hyper::body::SizeHint::default(),
+        }
+    }
+}
