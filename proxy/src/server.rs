@@ -136,7 +136,7 @@ async fn handle(stream: TcpStream, remote: SocketAddr, ctx: ListenerContext) -> 
     };
     let policy = conn_tls(&ctx.snapshot.current(), ctx.side, ctx.port);
     let (optional, configs) = match policy {
-        ConnTls::Plain => return serve_http(TokioIo::new(stream), conn, ctx).await,
+        ConnTls::Plain => return serve_plaintext(stream, conn, ctx).await,
         ConnTls::Terminate { optional, configs } => (optional, configs),
     };
     if optional {
@@ -147,7 +147,7 @@ async fn handle(stream: TcpStream, remote: SocketAddr, ctx: ListenerContext) -> 
             .map_err(|e| e.to_string())?;
         // 0x16 is a TLS handshake record; anything else is plaintext HTTP (PERMISSIVE).
         if peeked == 0 || first[0] != 0x16 {
-            return serve_http(TokioIo::new(stream), conn, ctx).await;
+            return serve_plaintext(stream, conn, ctx).await;
         }
     }
     let handshake = async {
@@ -176,10 +176,45 @@ async fn handle(stream: TcpStream, remote: SocketAddr, ctx: ListenerContext) -> 
     });
     // The verifier accepted the chain; the identity is the leaf's SPIFFE ID.
     conn.peer = session.peer_certificates().and_then(|certs| certs.first()).and_then(crate::tls::spiffe_id_of);
-    serve_http(TokioIo::new(tls), conn, ctx).await
+    serve_http(TokioIo::new(tls), conn, ctx, Protocols::Detect).await
 }
 
-async fn serve_http<I>(io: TokioIo<I>, conn: ConnInfo, ctx: ListenerContext) -> Result<(), String>
+/// The HTTP/2 connection preface (RFC 9113 section 3.4), which h2c clients with prior knowledge open with.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Which HTTP versions a connection may speak.
+#[derive(Clone, Copy)]
+enum Protocols {
+    Http1,
+    /// HTTP/1.1 or HTTP/2, told apart by the first bytes (hyper-util's `auto`, which rewinds them).
+    Detect,
+}
+
+/// A plaintext connection: HTTP/1 unless its first bytes could be the HTTP/2 preface. Deciding here, by a
+/// peek, spares HTTP/1 connections the detecting wrapper around every read.
+async fn serve_plaintext(stream: TcpStream, conn: ConnInfo, ctx: ListenerContext) -> Result<(), String> {
+    let mut head = [0u8; H2_PREFACE.len()];
+    let idle = Some(ctx.limits.idle_timeout).filter(|d| !d.is_zero());
+    let first_bytes = async {
+        match idle {
+            Some(idle) => tokio::time::timeout(idle, stream.peek(&mut head))
+                .await
+                .map_err(|_| "no request before the idle timeout".to_owned())?,
+            None => stream.peek(&mut head).await,
+        }
+        .map_err(|e| e.to_string())
+    };
+    let mut shutdown = ctx.shutdown.clone();
+    let peeked = tokio::select! {
+        peeked = first_bytes => peeked?,
+        _ = shutdown.changed() => return Ok(()),
+    };
+    let protocols =
+        if peeked > 0 && H2_PREFACE.starts_with(&head[..peeked]) { Protocols::Detect } else { Protocols::Http1 };
+    serve_http(TokioIo::new(stream), conn, ctx, protocols).await
+}
+
+async fn serve_http<I>(io: TokioIo<I>, conn: ConnInfo, ctx: ListenerContext, protocols: Protocols) -> Result<(), String>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -189,28 +224,46 @@ where
         let (stack, conn) = (stack.clone(), conn.clone());
         async move { Ok::<_, std::convert::Infallible>(stack.handle(request, conn).await) }
     });
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // hyper refuses buffers under 8 KiB; a zero idle timeout means "hyper's defaults".
     let idle = Some(ctx.limits.idle_timeout).filter(|d| !d.is_zero());
-    builder.http1().timer(TokioTimer::new()).max_buf_size(ctx.limits.max_header_bytes.max(8192));
-    if let Some(idle) = idle {
-        builder.http1().header_read_timeout(idle);
-    }
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(ctx.limits.max_concurrent_streams)
-        .max_header_list_size(u32::try_from(ctx.limits.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(idle.map(|d| d / 2));
-    let connection = builder.serve_connection(io, hyper_service);
-    tokio::pin!(connection);
+    let max_buf = ctx.limits.max_header_bytes.max(8192);
     let mut shutdown = ctx.shutdown.clone();
-    tokio::select! {
-        result = connection.as_mut() => result.map_err(|e| e.to_string()),
-        _ = shutdown.changed() => {
-            // Finish in-flight requests, accept no new ones.
-            connection.as_mut().graceful_shutdown();
-            connection.await.map_err(|e| e.to_string())
+    // Serves until the connection ends; on shutdown, finishes in-flight requests and accepts no new ones.
+    macro_rules! serve_until_shutdown {
+        ($connection:expr) => {{
+            let connection = $connection;
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => result.map_err(|e| e.to_string()),
+                _ = shutdown.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await.map_err(|e| e.to_string())
+                }
+            }
+        }};
+    }
+    match protocols {
+        Protocols::Http1 => {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).max_buf_size(max_buf);
+            if let Some(idle) = idle {
+                builder.header_read_timeout(idle);
+            }
+            serve_until_shutdown!(builder.serve_connection(io, hyper_service))
+        }
+        Protocols::Detect => {
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).max_buf_size(max_buf);
+            if let Some(idle) = idle {
+                builder.http1().header_read_timeout(idle);
+            }
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(ctx.limits.max_concurrent_streams)
+                .max_header_list_size(u32::try_from(ctx.limits.max_header_bytes).unwrap_or(u32::MAX))
+                .keep_alive_interval(idle.map(|d| d / 2));
+            serve_until_shutdown!(builder.serve_connection(io, hyper_service))
         }
     }
 }

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use meshlens_model::names::IstioSni;
+use meshlens_model::names::{IstioSni, rsplit_ascii};
 use meshlens_model::{Direction, Mtls, Reporter, RequestRecord, SourceFormat, SpiffeId};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -181,13 +181,28 @@ impl Stack {
 
     /// Gives the request an `x-request-id` if it has none, and this hop's span its trace context.
     fn request_ids(&self, headers: &mut http::HeaderMap) -> TraceContext {
-        let has_id = headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).is_some_and(|v| !v.trim().is_empty());
-        if !has_id && let Ok(id) = HeaderValue::try_from(uuid_v4()) {
-            headers.insert(X_REQUEST_ID, id);
+        // One lookup per header, for reading and writing (the entry API), on every request.
+        let fresh_id = || HeaderValue::try_from(uuid_v4()).ok();
+        match headers.entry(X_REQUEST_ID) {
+            header::Entry::Occupied(id) if id.get().to_str().is_ok_and(|v| !v.trim().is_empty()) => {}
+            header::Entry::Occupied(mut id) => {
+                if let Some(fresh) = fresh_id() {
+                    id.insert(fresh);
+                }
+            }
+            header::Entry::Vacant(id) => {
+                if let Some(fresh) = fresh_id() {
+                    id.insert(fresh);
+                }
+            }
         }
         // This hop's server span continues the caller's trace, or starts one. Sampling is parent-based: a
         // caller's decision stands; a new trace is sampled at the configured ratio when spans are exported.
-        let incoming = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceContext::parse_traceparent);
+        let traceparent = headers.entry(TRACEPARENT);
+        let incoming = match &traceparent {
+            header::Entry::Occupied(value) => value.get().to_str().ok().and_then(TraceContext::parse_traceparent),
+            header::Entry::Vacant(_) => None,
+        };
         let trace = match incoming {
             Some((trace_id, parent, sampled)) => {
                 TraceContext { trace_id, span_id: new_span_id(), parent_span_id: Some(parent), sampled }
@@ -201,7 +216,14 @@ impl Stack {
         };
         // Upstream attempts replace it with their client span (see `forward`); mirrors keep this one.
         if let Ok(value) = HeaderValue::try_from(trace.traceparent(trace.span_id)) {
-            headers.insert(TRACEPARENT, value);
+            match traceparent {
+                header::Entry::Occupied(mut old) => {
+                    old.insert(value);
+                }
+                header::Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+            }
         }
         trace
     }
@@ -508,12 +530,12 @@ fn authority(request: &Request<Bytes>) -> (Cow<'_, str>, Option<u16>) {
         .map(|a| a.as_str())
         .or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
         .unwrap_or_default();
-    let raw = raw.rsplit_once('@').map_or(raw, |(_, h)| h);
+    let raw = rsplit_ascii(raw, b'@').map_or(raw, |(_, h)| h);
     let (host, port) = if let Some(rest) = raw.strip_prefix('[') {
         let (host, tail) = rest.split_once(']').unwrap_or((rest, ""));
         (host, tail.strip_prefix(':').and_then(|p| p.parse().ok()))
     } else {
-        match raw.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>())) {
+        match rsplit_ascii(raw, b':').map(|(host, port)| (host, port.parse::<u16>())) {
             Some((host, Ok(port))) => (host, Some(port)),
             _ => (raw, None),
         }
@@ -1081,33 +1103,46 @@ fn prepare_upstream_request(request: &mut Request<Bytes>, conn: &ConnInfo, side:
         request.headers_mut().entry(header::HOST).or_insert(authority);
     }
     let headers = request.headers_mut();
-    // Listed `Connection` options are hop-by-hop too.
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
-        .filter_map(|name| HeaderName::try_from(name).ok())
-        .collect();
-    for name in HOP_BY_HOP.iter().chain(&listed) {
-        headers.remove(name);
-    }
-    if headers.get(header::TE).is_some_and(|te| te != "trailers") {
-        headers.remove(header::TE);
+    // One pass over the names finds whether there is anything to remove (rarely): a lookup per
+    // hop-by-hop name costs more than the pass, on every request.
+    let te_only_trailers = |headers: &http::HeaderMap| headers.get(header::TE).is_none_or(|te| te == "trailers");
+    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) || !te_only_trailers(headers) {
+        // Listed `Connection` options are hop-by-hop too.
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+            .filter_map(|name| HeaderName::try_from(name).ok())
+            .collect();
+        for name in HOP_BY_HOP.iter().chain(&listed) {
+            headers.remove(name);
+        }
+        if !te_only_trailers(headers) {
+            headers.remove(header::TE);
+        }
     }
     let connection_header = conn.upstream_header.get_or_init(|| connection_header(conn, side, me));
     match side {
         Side::Gateway => {
-            let existing = headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
-            let forwarded_for = match (existing, connection_header) {
-                (Some(existing), Some(ip)) => {
-                    HeaderValue::try_from(format!("{existing}, {}", ip.to_str().unwrap_or_default())).ok()
+            if let Some(ip) = connection_header {
+                match headers.entry(X_FORWARDED_FOR) {
+                    header::Entry::Occupied(mut existing) => {
+                        // Appended to the client's list; a list that is not text is replaced.
+                        let value = match existing.get().to_str() {
+                            Ok(list) => {
+                                HeaderValue::try_from(format!("{list}, {}", ip.to_str().unwrap_or_default())).ok()
+                            }
+                            Err(_) => Some(ip.clone()),
+                        };
+                        if let Some(value) = value {
+                            existing.insert(value);
+                        }
+                    }
+                    header::Entry::Vacant(slot) => {
+                        slot.insert(ip.clone());
+                    }
                 }
-                (None, ip) => ip.clone(),
-                (Some(_), None) => None,
-            };
-            if let Some(value) = forwarded_for {
-                headers.insert(X_FORWARDED_FOR, value);
             }
             let proto = if conn.tls { "https" } else { "http" };
             headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
