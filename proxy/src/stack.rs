@@ -198,11 +198,7 @@ impl Stack {
         }
         // This hop's server span continues the caller's trace, or starts one. Sampling is parent-based: a
         // caller's decision stands; a new trace is sampled at the configured ratio when spans are exported.
-        let traceparent = headers.entry(TRACEPARENT);
-        let incoming = match &traceparent {
-            header::Entry::Occupied(value) => value.get().to_str().ok().and_then(TraceContext::parse_traceparent),
-            header::Entry::Vacant(_) => None,
-        };
+        let incoming = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceContext::parse_traceparent);
         let trace = match incoming {
             Some((trace_id, parent, sampled)) => {
                 TraceContext { trace_id, span_id: new_span_id(), parent_span_id: Some(parent), sampled }
@@ -214,17 +210,8 @@ impl Stack {
                 sampled: self.config.telemetry.otlp().is_some_and(|otlp| otlp.sample_root()),
             },
         };
-        // Upstream attempts replace it with their client span (see `forward`); mirrors keep this one.
-        if let Ok(value) = HeaderValue::try_from(trace.traceparent(trace.span_id)) {
-            match traceparent {
-                header::Entry::Occupied(mut old) => {
-                    old.insert(value);
-                }
-                header::Entry::Vacant(slot) => {
-                    slot.insert(value);
-                }
-            }
-        }
+        // The header itself is written where a request leaves: each upstream attempt names its client span
+        // (`forward`), a mirror copy this server span (`mirror`).
         trace
     }
 
@@ -783,6 +770,9 @@ impl Stack {
                 continue;
             };
             let mut copy = clone_request(request);
+            if let Ok(traceparent) = HeaderValue::try_from(ctx.trace.traceparent(ctx.trace.span_id)) {
+                copy.headers_mut().insert(TRACEPARENT, traceparent);
+            }
             // Envoy marks shadow traffic by suffixing the authority.
             let shadow = match port {
                 Some(port) => format!("{host}-shadow:{port}"),
@@ -844,10 +834,8 @@ impl Stack {
             attempt += 1;
             let last = attempt > policy.retries;
             // Attempts send the request by reference: what differs between them is set in place.
-            if attempt > 1
-                && let Ok(count) = HeaderValue::try_from(attempt.to_string())
-            {
-                request.headers_mut().insert(X_ENVOY_ATTEMPT_COUNT, count);
+            if attempt > 1 {
+                request.headers_mut().insert(X_ENVOY_ATTEMPT_COUNT, HeaderValue::from(attempt));
             }
             let call = self.forward(ctx, info, &routed.cluster, &previous, &mut request);
             let result = match policy.per_try_timeout {
@@ -1085,9 +1073,9 @@ impl Stack {
         };
         info.upstream_time = Some(elapsed);
         info.upstream_local = Some(local);
-        if let Ok(value) = HeaderValue::try_from(elapsed.as_millis().to_string()) {
-            response.headers_mut().insert(X_ENVOY_UPSTREAM_SERVICE_TIME, value);
-        }
+        // Formatted straight into the value's buffer (no intermediate string).
+        let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        response.headers_mut().insert(X_ENVOY_UPSTREAM_SERVICE_TIME, HeaderValue::from(millis));
         if let Some(span) = span {
             let status = response.status();
             response = response.map(|inner| SpanBody { inner, status, span }.boxed_unsync());
