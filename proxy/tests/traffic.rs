@@ -178,6 +178,13 @@ async fn mirroring_delivers_copies_without_affecting_responses() {
     assert_eq!(shadow.hits(), 50);
     let copy = &shadow.requests()[0];
     assert_eq!(copy.headers["host"], "web.example.com-shadow");
+    // A copy carries the request's trace (traceparent `00-TRACE-PARENT-FLAGS`), as its live attempts do.
+    let trace_of = |seen: &Seen| {
+        let value = seen.headers.get("traceparent").and_then(|v| v.to_str().ok()).expect("a traceparent").to_owned();
+        value.split('-').nth(1).expect("a trace id").to_owned()
+    };
+    let live_traces: Vec<String> = live.requests().iter().map(trace_of).collect();
+    assert!(live_traces.contains(&trace_of(copy)), "the copy's trace is one of the live requests' traces");
     gw.proxy.shutdown().await;
 }
 
