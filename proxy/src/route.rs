@@ -12,6 +12,7 @@ use meshlens_model::mesh::networking::{
     Destination, HeaderOperations, HttpFaultInjection, HttpMatchRequest, HttpRetry, HttpRoute, StringMatch,
 };
 use meshlens_model::mesh::{MeshConfig, host_matches, resolve_gateway_ref, resolve_host};
+use meshlens_model::names::split_ascii;
 use regex::Regex;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -359,7 +360,7 @@ impl Target {
 
     /// The Service host, without a named-port suffix.
     pub fn service_host(&self) -> &str {
-        self.host.split_once('#').map_or(&self.host, |(h, _)| h)
+        split_ascii(&self.host, b'#').map_or(&self.host, |(h, _)| h)
     }
 
     /// The Service port this target sends to: the one named, else the Service's only port, else the port
@@ -369,7 +370,7 @@ impl Target {
             return Some(port);
         }
         let service = mesh.service_by_host(self.service_host());
-        if let Some((_, name)) = self.host.split_once('#') {
+        if let Some((_, name)) = split_ascii(&self.host, b'#') {
             return service?.spec.ports.iter().find(|p| p.name.as_deref() == Some(name)).map(|p| p.port);
         }
         match service.map(|s| s.spec.ports.as_slice()) {
