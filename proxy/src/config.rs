@@ -8,9 +8,11 @@ use crate::cluster::{Cluster, ClusterContext, ClusterSpec, outbound_spec};
 use crate::error::ProxyError;
 use crate::route::{CompileError, RouteTable, Target};
 use crate::tls::{self, CertFiles, CertSource, ClientVerifier};
+use meshlens_model::mesh::k8s::ServicePort;
 use meshlens_model::mesh::networking::ServerTlsMode;
 use meshlens_model::mesh::security::MtlsMode;
 use meshlens_model::mesh::{Kind, LoadReport, MeshConfig, Resource, WorkloadRef, host_matches, meta::labels_match};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -109,6 +111,11 @@ pub struct GatewayPort {
 pub struct SidecarView {
     pub me: WorkloadRef,
     pub outbound: RouteTable,
+    /// Every name the application may give a Service (its bare name in this workload's namespace,
+    /// `name.ns`, `name.ns.svc`, the FQDN, its cluster IP), to the Service's FQDN.
+    service_names: HashMap<String, String>,
+    /// Namespaces of the mesh, for names no Service has.
+    namespaces: Vec<String>,
     /// Inbound tables and PeerAuthentication modes by workload port.
     pub inbound: BTreeMap<u16, (RouteTable, MtlsMode, Option<String>)>,
     pub authz: Authorizer,
@@ -130,6 +137,9 @@ pub struct Snapshot {
     /// The outbound clusters by Service host, so that a request finds its cluster without formatting the
     /// name.
     outbound: HashMap<String, Vec<Arc<Cluster>>>,
+    /// Each Service's ports by FQDN, so that a request resolves its destination port without a lookup in
+    /// the mesh.
+    service_ports: HashMap<String, Vec<ServicePort>>,
 }
 
 impl Snapshot {
@@ -187,13 +197,17 @@ impl Snapshot {
             };
             clusters.insert(cluster.spec.name.to_string(), cluster);
         }
+        let service_ports = mesh
+            .services()
+            .map(|s| (meshlens_model::mesh::resolve_host(&s.metadata.name, s.metadata.ns()), s.spec.ports.clone()))
+            .collect();
         let mut outbound: HashMap<String, Vec<Arc<Cluster>>> = HashMap::new();
         for cluster in clusters.values() {
             if let Some(host) = &cluster.spec.host {
                 outbound.entry(host.to_string()).or_default().push(Arc::clone(cluster));
             }
         }
-        Ok(Snapshot { mesh, view, clusters, outbound })
+        Ok(Snapshot { mesh, view, clusters, outbound, service_ports })
     }
 
     /// The cluster a target names, resolving its port against the Service.
@@ -206,7 +220,7 @@ impl Snapshot {
                 .ok_or_else(|| ProxyError::ClusterNotFound(target.host.clone()));
         }
         let host = target.service_host();
-        let port = target.resolve_port(&self.mesh, request_port);
+        let port = target.resolve_port(self.service_ports.get(host).map(Vec::as_slice), request_port);
         let port = port.ok_or_else(|| ProxyError::ClusterNotFound(host.to_owned()))?;
         let subset = target.subset.as_deref();
         let found = self
@@ -378,7 +392,23 @@ fn sidecar_view(
         ),
         None => None,
     };
+    let mut service_names = HashMap::new();
+    for service in mesh.services() {
+        let (name, ns) = (service.metadata.name.as_str(), service.metadata.ns());
+        let fqdn = meshlens_model::mesh::resolve_host(name, ns);
+        if ns == namespace {
+            service_names.insert(name.to_owned(), fqdn.clone());
+        }
+        service_names.insert(format!("{name}.{ns}"), fqdn.clone());
+        service_names.insert(format!("{name}.{ns}.svc"), fqdn.clone());
+        if let Some(ip) = &service.spec.cluster_ip {
+            service_names.insert(ip.clone(), fqdn.clone());
+        }
+        service_names.insert(fqdn.clone(), fqdn);
+    }
     let view = SidecarView {
+        service_names,
+        namespaces: mesh.namespaces(),
         outbound: RouteTable::for_mesh(mesh)?,
         authz: Authorizer::for_workload(mesh, namespace, &me.labels),
         inbound,
@@ -386,6 +416,29 @@ fn sidecar_view(
         server_tls,
     };
     Ok((view, specs))
+}
+
+impl SidecarView {
+    /// The host the application asked for, as the Service FQDN the outbound table is keyed by:
+    /// `reviews`, `reviews.default`, `reviews.default.svc` and a Service's cluster IP all name
+    /// `reviews.default.svc.cluster.local`; a host no Service has keeps the same rules.
+    pub fn service_fqdn<'a>(&'a self, host: &'a str) -> Cow<'a, str> {
+        if let Some(fqdn) = self.service_names.get(host) {
+            return Cow::Borrowed(fqdn);
+        }
+        if host.parse::<std::net::IpAddr>().is_ok() {
+            return Cow::Borrowed(host);
+        }
+        let parts: Vec<&str> = host.split('.').collect();
+        match parts.as_slice() {
+            [name] => Cow::Owned(meshlens_model::mesh::resolve_host(name, &self.me.namespace)),
+            [name, ns] if self.namespaces.iter().any(|n| n == ns) => {
+                Cow::Owned(meshlens_model::mesh::resolve_host(name, ns))
+            }
+            [name, ns, "svc"] => Cow::Owned(meshlens_model::mesh::resolve_host(name, ns)),
+            _ => Cow::Borrowed(host),
+        }
+    }
 }
 
 /// The snapshot in force; requests clone the `Arc` they start with.

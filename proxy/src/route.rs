@@ -6,7 +6,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use meshlens_model::mesh::duration::Duration as MeshDuration;
-use meshlens_model::mesh::k8s::Ingress;
+use meshlens_model::mesh::k8s::{Ingress, ServicePort};
 use meshlens_model::mesh::meta::IntOrString;
 use meshlens_model::mesh::networking::{
     Destination, HeaderOperations, HttpFaultInjection, HttpMatchRequest, HttpRetry, HttpRoute, StringMatch,
@@ -364,16 +364,15 @@ impl Target {
     }
 
     /// The Service port this target sends to: the one named, else the Service's only port, else the port
-    /// the request came in on.
-    pub fn resolve_port(&self, mesh: &MeshConfig, request_port: Option<u16>) -> Option<u16> {
+    /// the request came in on. `ports` are the Service's, if it exists.
+    pub fn resolve_port(&self, ports: Option<&[ServicePort]>, request_port: Option<u16>) -> Option<u16> {
         if let Some(port) = self.port {
             return Some(port);
         }
-        let service = mesh.service_by_host(self.service_host());
         if let Some((_, name)) = split_ascii(&self.host, b'#') {
-            return service?.spec.ports.iter().find(|p| p.name.as_deref() == Some(name)).map(|p| p.port);
+            return ports?.iter().find(|p| p.name.as_deref() == Some(name)).map(|p| p.port);
         }
-        match service.map(|s| s.spec.ports.as_slice()) {
+        match ports {
             Some([only]) => Some(only.port),
             _ => request_port,
         }

@@ -561,26 +561,6 @@ fn parse_peer_id(id: &str) -> Option<(String, String)> {
     Some((workload.to_owned(), namespace.to_owned()))
 }
 
-/// The host a sidecar's application asked for, as the Service FQDN the outbound table is keyed by:
-/// `reviews`, `reviews.default`, `reviews.default.svc` and a Service's cluster IP all name
-/// `reviews.default.svc.cluster.local`.
-fn outbound_host(snapshot: &Snapshot, host: &str, namespace: &str) -> String {
-    let mesh = &snapshot.mesh;
-    if host.parse::<std::net::IpAddr>().is_ok() {
-        if let Some(service) = mesh.services().find(|s| s.spec.cluster_ip.as_deref() == Some(host)) {
-            return meshlens_model::mesh::resolve_host(&service.metadata.name, service.metadata.ns());
-        }
-        return host.to_owned();
-    }
-    let parts: Vec<&str> = host.split('.').collect();
-    match parts.as_slice() {
-        [name] => meshlens_model::mesh::resolve_host(name, namespace),
-        [name, ns] if mesh.namespaces().iter().any(|n| n == ns) => meshlens_model::mesh::resolve_host(name, ns),
-        [name, ns, "svc"] => meshlens_model::mesh::resolve_host(name, ns),
-        _ => host.to_owned(),
-    }
-}
-
 impl Stack {
     /// The route the request takes, and the port it was addressed to.
     fn find(&self, ctx: &Ctx, request: &Request<Bytes>) -> Result<(Matched, Option<u16>), ProxyError> {
@@ -600,7 +580,7 @@ impl Stack {
                 (table, host, Some(listener), &[][..], &view.me.labels)
             }
             (View::Sidecar(view), _) => {
-                let fqdn = Cow::Owned(outbound_host(snapshot, &host, &view.me.namespace));
+                let fqdn = view.service_fqdn(&host);
                 // A plain-HTTP proxy request without a port means port 80.
                 (&view.outbound, fqdn, Some(port.unwrap_or(80)), &[][..], &view.me.labels)
             }

@@ -357,3 +357,44 @@ async fn workload_and_port_level_peer_authentication_override_the_namespace() {
     assert_eq!(record.mtls, Mtls::Plaintext);
     reviews.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_app_may_name_a_service_in_every_form_kubernetes_dns_allows() {
+    let mesh = Mesh::new();
+    let app = Backend::start("reviews").await;
+    // A Service of another namespace, with a cluster IP, whose endpoint (without a sidecar) is the same app.
+    let ratings = format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: ratings, namespace: shop}}\n\
+         spec: {{clusterIP: 10.96.0.42, selector: {{app: ratings}}, ports: [{{name: http, port: 9080}}]}}\n\
+         ---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: ratings-1, namespace: shop}}\n\
+         spec: {{address: 127.0.0.1, ports: {{http: {}}}, labels: {{app: ratings}}}}\n",
+        app.addr.port()
+    );
+    mesh.config(&format!("{}{ratings}", peer_authentication("PERMISSIVE")));
+    let reviews = mesh.sidecar("reviews-1", app.addr, mesh.ca(), "reviews.log").await;
+    let productpage = mesh.sidecar("productpage-1", "127.0.0.1:9".parse().unwrap(), mesh.ca(), "productpage.log").await;
+    let outbound = productpage.addr("outbound").unwrap();
+    let names = [
+        ("reviews", "reviews.default.svc.cluster.local"),
+        ("reviews.default", "reviews.default.svc.cluster.local"),
+        ("reviews.default.svc", "reviews.default.svc.cluster.local"),
+        ("reviews.default.svc.cluster.local", "reviews.default.svc.cluster.local"),
+        ("ratings.shop", "ratings.shop.svc.cluster.local"),
+        ("ratings.shop.svc", "ratings.shop.svc.cluster.local"),
+        ("10.96.0.42", "ratings.shop.svc.cluster.local"),
+    ];
+    for (name, _) in names {
+        let authority = format!("{name}:9080");
+        let answer = request(outbound, "GET", &authority, &format!("http://{authority}/"), &[]).await;
+        assert_eq!((answer.status, answer.body.as_str()), (200, "reviews"), "{name}");
+    }
+    // A bare name outside the app's namespace is not a Service of its namespace.
+    let answer = request(outbound, "GET", "ratings:9080", "http://ratings:9080/", &[]).await;
+    assert_eq!(answer.status, 404, "ratings is in another namespace");
+    let records = json_records(&log_lines(&mesh.log("productpage.log"), names.len() + 1).await);
+    for ((name, service), record) in names.iter().zip(&records) {
+        assert_eq!(record.destination_service.as_deref(), Some(*service), "{name}");
+    }
+    reviews.shutdown().await;
+    productpage.shutdown().await;
+}
