@@ -107,6 +107,8 @@ pub struct EndpointSpec {
     pub namespace: Option<Arc<str>>,
     pub workload: Option<Arc<str>>,
     pub identity: Option<SpiffeId>,
+    /// The identity as text, for access logs and metrics (formatted once, not per request).
+    pub principal: Option<Arc<str>>,
 }
 
 /// Everything that defines a cluster; equal specs share runtime state across reloads.
@@ -145,6 +147,7 @@ impl ClusterSpec {
                 namespace: None,
                 workload: None,
                 identity: None,
+                principal: None,
             }],
             lb: LbPolicy::LeastRequest,
             max_connections: UNLIMITED,
@@ -199,21 +202,25 @@ pub fn outbound_spec(
     let tls_mode = policy.tls.as_ref().and_then(|t| t.mode);
     let endpoint_specs: Vec<EndpointSpec> = endpoints
         .iter()
-        .map(|e| EndpointSpec {
-            authority: if e.address.contains(':') {
-                format!("[{}]:{}", e.address, e.port).into()
-            } else {
-                format!("{}:{}", e.address, e.port).into()
-            },
-            tls: match tls_mode {
-                Some(ClientTlsMode::Disable) => false,
-                Some(_) => true,
-                // Auto mTLS: endpoints with an Istio sidecar get ISTIO_MUTUAL.
-                None => ctx.has_identity && e.workload.has_sidecar(),
-            },
-            namespace: Some(e.workload.namespace.as_str().into()),
-            workload: Some(e.workload.name.as_str().into()),
-            identity: SpiffeId::new(&ctx.trust_domain, &e.workload.namespace, &e.workload.service_account).ok(),
+        .map(|e| {
+            let identity = SpiffeId::new(&ctx.trust_domain, &e.workload.namespace, &e.workload.service_account).ok();
+            EndpointSpec {
+                authority: if e.address.contains(':') {
+                    format!("[{}]:{}", e.address, e.port).into()
+                } else {
+                    format!("{}:{}", e.address, e.port).into()
+                },
+                tls: match tls_mode {
+                    Some(ClientTlsMode::Disable) => false,
+                    Some(_) => true,
+                    // Auto mTLS: endpoints with an Istio sidecar get ISTIO_MUTUAL.
+                    None => ctx.has_identity && e.workload.has_sidecar(),
+                },
+                namespace: Some(e.workload.namespace.as_str().into()),
+                workload: Some(e.workload.name.as_str().into()),
+                principal: identity.as_ref().map(|id| Arc::from(id.to_string())),
+                identity,
+            }
         })
         .collect();
     let sni = IstioSni { port, subset: subset.map(str::to_owned), host: host.to_owned() }.to_string();

@@ -222,7 +222,7 @@ pub async fn start_ingress(options: IngressOptions) -> Result<Running, StartErro
     let me = SelfInfo {
         workload: Some("istio-ingressgateway".into()),
         namespace: Some("istio-system".into()),
-        principal: identity.as_ref().map(|_| spiffe.to_string()),
+        principal: identity.as_ref().map(|_| spiffe.to_string().into()),
     };
     let shared = Shared::new(RoleSpec::Gateway, identity, common.trust_domain.clone(), options.credential_dir.clone());
     let resource = ProxyResource {
@@ -285,7 +285,7 @@ pub async fn start_sidecar(options: SidecarOptions) -> Result<Running, StartErro
     let self_info = SelfInfo {
         workload: Some(me.name.clone()),
         namespace: Some(me.namespace.clone()),
-        principal: identity.as_ref().map(|_| spiffe.to_string()),
+        principal: identity.as_ref().map(|_| spiffe.to_string().into()),
     };
     let role =
         RoleSpec::Sidecar { namespace: options.namespace.clone(), name: options.workload.clone(), app: options.app };

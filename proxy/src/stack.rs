@@ -100,7 +100,7 @@ pub struct RequestInfo {
     pub destination_subset: Option<Arc<str>>,
     pub destination_namespace: Option<Arc<str>>,
     pub destination_workload: Option<Arc<str>>,
-    pub destination_principal: Option<String>,
+    pub destination_principal: Option<Arc<str>>,
     pub upstream_mtls: Option<bool>,
 }
 
@@ -124,7 +124,7 @@ struct Routed {
 pub struct SelfInfo {
     pub workload: Option<String>,
     pub namespace: Option<String>,
-    pub principal: Option<String>,
+    pub principal: Option<Arc<str>>,
 }
 
 /// Per-proxy settings the stack needs.
@@ -415,7 +415,7 @@ impl PendingLog {
         r.destination_subset = owned(info.destination_subset);
         r.destination_namespace = owned(info.destination_namespace);
         r.destination_workload = owned(info.destination_workload);
-        r.destination_principal = info.destination_principal;
+        r.destination_principal = owned(info.destination_principal);
         self.telemetry.send(LogEntry {
             record: *r,
             transport_failure: info.transport_failure,
@@ -1027,7 +1027,7 @@ impl Stack {
             info.destination_namespace.clone_from(&picked.spec.namespace);
             let mtls = picked.spec.tls && !matches!(cluster.spec.tls, crate::cluster::UpstreamTls::Disabled);
             // Only a verified peer certificate tells who the destination is.
-            info.destination_principal = picked.spec.identity.as_ref().filter(|_| mtls).map(ToString::to_string);
+            info.destination_principal = picked.spec.principal.clone().filter(|_| mtls);
             info.upstream_mtls = Some(mtls);
         }
         let admission = cluster.admit(&picked).await?;
