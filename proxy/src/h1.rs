@@ -182,7 +182,7 @@ where
             let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
             let mut parsed = httparse::Response::new(&mut []);
             let base = self.read.as_ptr() as usize;
-            let status = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            let head_length = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
                 &mut parsed,
                 &self.read,
                 &mut headers,
@@ -191,7 +191,6 @@ where
                 Ok(httparse::Status::Partial) => return Ok(Err(self)),
                 Err(err) => return Err(protocol(err.to_string())),
             };
-            let head_length = status;
             let code = parsed.code.unwrap_or_default();
             let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
             self.offsets.clear();
