@@ -131,6 +131,8 @@ async fn handle(stream: TcpStream, remote: SocketAddr, ctx: ListenerContext) -> 
         sni: None,
         tls_version: None,
         peer: None,
+        peer_principal: None,
+        istio_sni: None,
         tls: false,
         upstream_header: OnceLock::new(),
     };
@@ -176,6 +178,8 @@ async fn handle(stream: TcpStream, remote: SocketAddr, ctx: ListenerContext) -> 
     });
     // The verifier accepted the chain; the identity is the leaf's SPIFFE ID.
     conn.peer = session.peer_certificates().and_then(|certs| certs.first()).and_then(crate::tls::spiffe_id_of);
+    conn.peer_principal = conn.peer.as_ref().map(|peer| Arc::from(peer.to_string()));
+    conn.istio_sni = conn.sni.as_deref().and_then(|sni| sni.parse().ok());
     serve_http(TokioIo::new(tls), conn, ctx, Protocols::Detect).await
 }
 

@@ -76,6 +76,11 @@ pub struct ConnInfo {
     pub tls_version: Option<String>,
     /// The client's SPIFFE ID when it authenticated with a mesh certificate.
     pub peer: Option<SpiffeId>,
+    /// `peer` as text, formatted once for the connection's requests.
+    pub peer_principal: Option<Arc<str>>,
+    /// The Istio SNI the client sent (`outbound_.PORT_.SUBSET_.HOST`): the service it meant to reach,
+    /// parsed once for the connection's requests.
+    pub istio_sni: Option<IstioSni>,
     pub tls: bool,
     /// The header the stack adds to each of the connection's requests, made by its first
     /// ([`connection_header`]).
@@ -266,8 +271,9 @@ const FLAG_ORDER: [&str; 20] = [
 enum Source {
     /// Outbound and at a gateway: this proxy's own workload.
     Me(Arc<SelfInfo>),
-    /// Inbound: the authenticated peer, if any, and the workload its sidecar named when that matches it.
-    Peer { workload: Option<String>, namespace: Option<String>, principal: Option<String> },
+    /// Inbound: the authenticated peer of the connection, if any, and the workload its sidecar named when
+    /// that matches it.
+    Peer { workload: Option<String>, conn: Arc<ConnInfo> },
 }
 
 impl Source {
@@ -275,8 +281,8 @@ impl Source {
     fn names(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
         match self {
             Source::Me(me) => (me.workload.as_deref(), me.namespace.as_deref(), me.principal.as_deref()),
-            Source::Peer { workload, namespace, principal } => {
-                (workload.as_deref(), namespace.as_deref(), principal.as_deref())
+            Source::Peer { workload, conn } => {
+                (workload.as_deref(), conn.peer.as_ref().map(SpiffeId::namespace), conn.peer_principal.as_deref())
             }
         }
     }
@@ -309,13 +315,10 @@ impl PendingLog {
                 // The client's workload comes from the peer metadata id its sidecar sent, trusted only
                 // when it names the namespace of the certificate the client authenticated with.
                 let peer = conn.peer.as_ref();
-                let metadata = header(PEER_METADATA_ID.as_str()).and_then(|id| parse_peer_id(&id));
-                let metadata = metadata.filter(|(_, ns)| peer.is_some_and(|p| p.namespace() == ns));
-                Source::Peer {
-                    workload: metadata.map(|(workload, _)| workload),
-                    namespace: peer.map(|p| p.namespace().to_owned()),
-                    principal: peer.map(ToString::to_string),
-                }
+                let metadata =
+                    request.headers().get(PEER_METADATA_ID).and_then(|v| v.to_str().ok()).and_then(parse_peer_id);
+                let metadata = metadata.filter(|(_, ns)| peer.is_some_and(|p| p.namespace() == *ns));
+                Source::Peer { workload: metadata.map(|(workload, _)| workload.to_owned()), conn: Arc::clone(conn) }
             }
             _ => Source::Me(config.me.clone()),
         };
@@ -554,11 +557,10 @@ fn authorize(ctx: &Ctx, request: &Request<Bytes>) -> Result<(), ProxyError> {
 }
 
 /// `(workload, namespace)` from a peer metadata id.
-fn parse_peer_id(id: &str) -> Option<(String, String)> {
+fn parse_peer_id(id: &str) -> Option<(&str, &str)> {
     let mut parts = id.split('~');
     let (_kind, _ip, pod) = (parts.next()?, parts.next()?, parts.next()?);
-    let (workload, namespace) = pod.split_once('.')?;
-    Some((workload.to_owned(), namespace.to_owned()))
+    pod.split_once('.')
 }
 
 impl Stack {
@@ -655,13 +657,13 @@ impl Stack {
             }
             None => {
                 // Inbound: this workload is the destination; the client's SNI names the service.
-                let sni = ctx.conn.sni.as_deref().and_then(|s| s.parse::<IstioSni>().ok());
+                let sni = ctx.conn.istio_sni.as_ref();
                 if let View::Sidecar(view) = &ctx.snapshot.view {
                     let me = &self.config.me;
                     let service = view.inbound.get(&cluster.spec.port).and_then(|(_, _, s)| s.as_deref());
                     info.destination_service = sni.as_ref().map(|s| s.host.as_str()).or(service).map(Arc::from);
                     info.destination_port = sni.as_ref().map(|s| s.port).or(Some(cluster.spec.port));
-                    info.destination_subset = sni.and_then(|s| s.subset).map(Arc::from);
+                    info.destination_subset = sni.and_then(|s| s.subset.as_deref()).map(Arc::from);
                     info.destination_workload = me.workload.as_deref().map(Arc::from);
                     info.destination_namespace = me.namespace.as_deref().map(Arc::from);
                     info.destination_principal.clone_from(&me.principal);
@@ -1165,7 +1167,7 @@ mod tests {
     fn peer_ids_name_workload_and_namespace() {
         assert_eq!(
             parse_peer_id("sidecar~10.0.0.1~productpage-v1.default~default.svc.cluster.local"),
-            Some(("productpage-v1".into(), "default".into()))
+            Some(("productpage-v1", "default"))
         );
         assert_eq!(parse_peer_id("nonsense"), None);
     }
