@@ -345,6 +345,13 @@ struct EndpointState {
     connecting: tokio::sync::Mutex<()>,
 }
 
+impl EndpointState {
+    /// The endpoint's shared HTTP/2 connection, unless there is none or it has closed.
+    fn live_http2(&self) -> Option<(http2::SendRequest<Full<Bytes>>, Arc<str>)> {
+        lock(&self.pool).shared.clone().filter(|(sender, _)| !sender.is_closed())
+    }
+}
+
 /// The connections to one endpoint that wait for a request.
 #[derive(Default)]
 struct Pool {
@@ -669,14 +676,12 @@ impl Cluster {
         *message.version_mut() = http::Version::HTTP_2;
         *message.headers_mut() = request.headers().clone();
         loop {
-            let shared = lock(&endpoint.pool).shared.clone().filter(|(sender, _)| !sender.is_closed());
-            let (mut sender, local, pooled) = match shared {
+            let (mut sender, local, pooled) = match endpoint.live_http2() {
                 Some((sender, local)) => (sender, local, true),
                 None => {
                     let _connecting = endpoint.connecting.lock().await;
-                    let opened_meanwhile =
-                        lock(&endpoint.pool).shared.clone().filter(|(sender, _)| !sender.is_closed());
-                    match opened_meanwhile {
+                    // Another request may have opened it while this one waited.
+                    match endpoint.live_http2() {
                         Some((sender, local)) => (sender, local, true),
                         None => {
                             let (sender, local) = self.connect_http2(endpoint).await?;
