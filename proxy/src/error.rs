@@ -5,6 +5,12 @@
 
 use http::StatusCode;
 
+/// A request body over the limit (`max_request_body`), as the HTTP/1 server hands it to the stack: it
+/// answers 413 like any body the stack finds too large while buffering it.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("request body over the limit")]
+pub struct BodyTooLarge;
+
 /// Why the proxy answered a request itself instead of relaying an upstream response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProxyError {

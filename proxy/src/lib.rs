@@ -6,9 +6,8 @@
 //!
 //! The request path is a sequence of stages ([`stack`]), one future per request, over a config [`config::Snapshot`] compiled
 //! from the model's `MeshConfig`: routes ([`route`]), clusters with DestinationRule traffic policy
-//! ([`cluster`], whose HTTP/1 upstream connections speak through `h1`), policies ([`authz`]). Listeners
-//! ([`server`]) terminate TLS and HTTP; [`tls`] and [`ca`]
-//! provide SPIFFE identities; [`telemetry`] writes access logs and metrics and [`otlp`] exports spans and
+//! ([`cluster`]), policies ([`authz`]). Listeners ([`server`]) terminate TLS and serve HTTP/2 through
+//! hyper; HTTP/1.1, on both sides, is the proxy's own (`h1`). [`tls`] and [`ca`] provide SPIFFE identities; [`telemetry`] writes access logs and metrics and [`otlp`] exports spans and
 //! access-log records over OTLP. Every locally generated answer is a [`ProxyError`], mapped to status,
 //! response flag and details in one place ([`error`]). The crate depends only on `meshlens-model`.
 

@@ -180,7 +180,9 @@ async fn handle(stream: TcpStream, remote: SocketAddr, ctx: ListenerContext) -> 
     conn.peer = session.peer_certificates().and_then(|certs| certs.first()).and_then(crate::tls::spiffe_id_of);
     conn.peer_principal = conn.peer.as_ref().map(|peer| Arc::from(peer.to_string()));
     conn.istio_sni = conn.sni.as_deref().and_then(|sni| sni.parse().ok());
-    serve_http(TokioIo::new(tls), conn, ctx, Protocols::Detect).await
+    // HTTP/2 over TLS is negotiated by ALPN (RFC 9113 section 3.2); anything else speaks HTTP/1.
+    let protocols = if session.alpn_protocol() == Some(b"h2") { Protocols::Http2 } else { Protocols::Http1 };
+    serve_http(tls, conn, ctx, protocols).await
 }
 
 /// The HTTP/2 connection preface (RFC 9113 section 3.4), which h2c clients with prior knowledge open with.
@@ -189,13 +191,16 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Which HTTP versions a connection may speak.
 #[derive(Clone, Copy)]
 enum Protocols {
+    /// The proxy's own HTTP/1.1 server (`h1::server`).
     Http1,
+    /// hyper's HTTP/2 server.
+    Http2,
     /// HTTP/1.1 or HTTP/2, told apart by the first bytes (hyper-util's `auto`, which rewinds them).
     Detect,
 }
 
-/// A plaintext connection: HTTP/1 unless its first bytes could be the HTTP/2 preface. Deciding here, by a
-/// peek, spares HTTP/1 connections the detecting wrapper around every read.
+/// A plaintext connection: HTTP/1 unless its first bytes could be the HTTP/2 preface (h2c with prior
+/// knowledge). Deciding here, by a peek, leaves HTTP/1 connections to the proxy's own server.
 async fn serve_plaintext(stream: TcpStream, conn: ConnInfo, ctx: ListenerContext) -> Result<(), String> {
     let mut head = [0u8; H2_PREFACE.len()];
     let idle = Some(ctx.limits.idle_timeout).filter(|d| !d.is_zero());
@@ -215,23 +220,41 @@ async fn serve_plaintext(stream: TcpStream, conn: ConnInfo, ctx: ListenerContext
     };
     let protocols =
         if peeked > 0 && H2_PREFACE.starts_with(&head[..peeked]) { Protocols::Detect } else { Protocols::Http1 };
-    serve_http(TokioIo::new(stream), conn, ctx, protocols).await
+    serve_http(stream, conn, ctx, protocols).await
 }
 
-async fn serve_http<I>(io: TokioIo<I>, conn: ConnInfo, ctx: ListenerContext, protocols: Protocols) -> Result<(), String>
+async fn serve_http<I>(io: I, conn: ConnInfo, ctx: ListenerContext, protocols: Protocols) -> Result<(), String>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let stack = ctx.service.clone();
     let conn = Arc::new(conn);
+    // A zero idle timeout means none (HTTP/1) or hyper's defaults (HTTP/2).
+    let idle = Some(ctx.limits.idle_timeout).filter(|d| !d.is_zero());
+    let mut shutdown = ctx.shutdown.clone();
+    let detect = match protocols {
+        Protocols::Http2 => false,
+        Protocols::Detect => true,
+        Protocols::Http1 => {
+            let settings = crate::h1::server::Settings {
+                max_header_bytes: ctx.limits.max_header_bytes,
+                max_request_body: ctx.limits.max_request_body,
+                idle_timeout: idle,
+            };
+            let shutdown = async move {
+                let _ = shutdown.changed().await;
+            };
+            return crate::h1::server::serve(io, conn, &ctx.service, settings, shutdown)
+                .await
+                .map_err(|e| e.to_string());
+        }
+    };
+    let stack = ctx.service.clone();
     let hyper_service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
         let (stack, conn) = (stack.clone(), conn.clone());
         async move { Ok::<_, std::convert::Infallible>(stack.handle(request, conn).await) }
     });
-    // hyper refuses buffers under 8 KiB; a zero idle timeout means "hyper's defaults".
-    let idle = Some(ctx.limits.idle_timeout).filter(|d| !d.is_zero());
-    let max_buf = ctx.limits.max_header_bytes.max(8192);
-    let mut shutdown = ctx.shutdown.clone();
+    let io = TokioIo::new(io);
+    let max_header_list_size = u32::try_from(ctx.limits.max_header_bytes).unwrap_or(u32::MAX);
     // Serves until the connection ends; on shutdown, finishes in-flight requests and accepts no new ones.
     macro_rules! serve_until_shutdown {
         ($connection:expr) => {{
@@ -246,28 +269,27 @@ where
             }
         }};
     }
-    match protocols {
-        Protocols::Http1 => {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).max_buf_size(max_buf);
-            if let Some(idle) = idle {
-                builder.header_read_timeout(idle);
-            }
-            serve_until_shutdown!(builder.serve_connection(io, hyper_service))
+    if detect {
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // hyper refuses buffers under 8 KiB.
+        builder.http1().timer(TokioTimer::new()).max_buf_size(ctx.limits.max_header_bytes.max(8192));
+        if let Some(idle) = idle {
+            builder.http1().header_read_timeout(idle);
         }
-        Protocols::Detect => {
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder.http1().timer(TokioTimer::new()).max_buf_size(max_buf);
-            if let Some(idle) = idle {
-                builder.http1().header_read_timeout(idle);
-            }
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(ctx.limits.max_concurrent_streams)
-                .max_header_list_size(u32::try_from(ctx.limits.max_header_bytes).unwrap_or(u32::MAX))
-                .keep_alive_interval(idle.map(|d| d / 2));
-            serve_until_shutdown!(builder.serve_connection(io, hyper_service))
-        }
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(ctx.limits.max_concurrent_streams)
+            .max_header_list_size(max_header_list_size)
+            .keep_alive_interval(idle.map(|d| d / 2));
+        serve_until_shutdown!(builder.serve_connection(io, hyper_service))
+    } else {
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(ctx.limits.max_concurrent_streams)
+            .max_header_list_size(max_header_list_size)
+            .keep_alive_interval(idle.map(|d| d / 2));
+        serve_until_shutdown!(builder.serve_connection(io, hyper_service))
     }
 }

@@ -14,7 +14,7 @@
 use crate::authz::RequestAttributes;
 use crate::cluster::{Cluster, Picked};
 use crate::config::{SharedSnapshot, Snapshot, View};
-use crate::error::ProxyError;
+use crate::error::{BodyTooLarge, ProxyError};
 use crate::otlp::{Attributes, SpanData, TraceContext, hex_string, new_span_id, new_trace_id, span_name, write_hex};
 use crate::route::{Action, Matched, RequestView, Route};
 use crate::telemetry::{LogEntry, Sample, Telemetry};
@@ -501,7 +501,9 @@ where
     let (parts, body) = request.into_parts();
     let bytes = match Limited::new(body, max).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => return Err(ProxyError::PayloadTooLarge(max)),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() || err.is::<BodyTooLarge>() => {
+            return Err(ProxyError::PayloadTooLarge(max));
+        }
         Err(err) => return Err(ProxyError::Downstream(err.to_string())),
     };
     info.bytes_received = bytes.len() as u64;

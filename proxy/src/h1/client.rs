@@ -1,4 +1,4 @@
-//! The HTTP/1.1 client of upstream connections, driven by the request that uses a connection instead of by a
+//! The client side: upstream connections, driven by the request that uses a connection instead of by a
 //! task of its own.
 //!
 //! A request is encoded from the buffered request by reference (so a retry re-sends it without a copy),
@@ -6,11 +6,8 @@
 //! response body is read from the socket as the downstream polls it. When the body has ended the
 //! connection is idle and unpolled until its next request; whether the upstream closed it meanwhile is
 //! checked when it is taken out of the pool ([`Connection::is_closed`]).
-//!
-//! hyper's client connection, used before, is a task fed through a channel, with a oneshot back and two
-//! task wake-ups per request; in the proxy's profile that machinery cost more than parsing and encoding
-//! together (docs/benchmarks.md, session 10).
 
+use super::{Chunk, Decoded, READ_CHUNK, decode_chunked, ends_chunked, parse_length};
 use crate::BoxError;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -25,13 +22,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most response headers accepted.
 const MAX_HEADERS: usize = 100;
-/// Largest chunk-size line (with extensions) and trailer section of a chunked body.
-const MAX_CHUNK_LINE: usize = 4096;
-const MAX_TRAILERS: usize = 16 * 1024;
 /// A body up to this size goes out in the same write as the head.
 const COALESCE_BODY: usize = 16 * 1024;
-/// Room made in the read buffer before each read.
-const READ_CHUNK: usize = 16 * 1024;
 
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -76,19 +68,6 @@ enum Framing {
     /// Until the upstream closes the connection.
     Close,
     Ended,
-}
-
-/// Where a chunked body's decoder stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Reading a chunk-size line.
-    Size,
-    /// In a chunk's data, with this much left.
-    Data(u64),
-    /// The CRLF after a chunk's data.
-    DataEnd,
-    /// The trailer section after the last chunk, this many bytes in.
-    Trailers(usize),
 }
 
 impl<I> Connection<I>
@@ -229,11 +208,7 @@ where
                     }
                 } else if name == header::TRANSFER_ENCODING {
                     // Only a last coding of `chunked` delimits the body; otherwise it runs to the close.
-                    chunked = value
-                        .as_bytes()
-                        .rsplit(|&b| b == b',')
-                        .next()
-                        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                    chunked = ends_chunked(value.as_bytes());
                     close |= !chunked;
                     continue;
                 } else if name == header::CONNECTION {
@@ -284,15 +259,6 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == header::UPGRADE || matches!(name.as_str(), "keep-alive" | "proxy-connection")
 }
 
-/// A content-length value: digits only, at most 19 of them.
-fn parse_length(value: &[u8]) -> Option<u64> {
-    let value = value.trim_ascii();
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    value.iter().try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
-}
-
 /// A response body read from its connection as it is polled.
 pub struct Body<I> {
     connection: Option<Connection<I>>,
@@ -324,77 +290,28 @@ where
     fn decode(&mut self) -> Result<Option<Bytes>, Error> {
         let Some(connection) = self.connection.as_mut() else { return Ok(None) };
         let read = &mut connection.read;
-        loop {
-            match self.framing {
-                Framing::Ended => return Ok(None),
-                Framing::Close => {
-                    return Ok((!read.is_empty()).then(|| read.split().freeze()));
+        match self.framing {
+            Framing::Ended => Ok(None),
+            Framing::Close => Ok((!read.is_empty()).then(|| read.split().freeze())),
+            Framing::Length(left) => {
+                if read.is_empty() {
+                    return Ok(None);
                 }
-                Framing::Length(left) => {
-                    if read.is_empty() {
-                        return Ok(None);
-                    }
-                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(read.len());
-                    let left = left - take as u64;
-                    self.framing = if left == 0 { Framing::Ended } else { Framing::Length(left) };
-                    return Ok(Some(read.split_to(take).freeze()));
-                }
-                Framing::Chunked(Chunk::Data(left)) => {
-                    if read.is_empty() {
-                        return Ok(None);
-                    }
-                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(read.len());
-                    let left = left - take as u64;
-                    self.framing = Framing::Chunked(if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) });
-                    return Ok(Some(read.split_to(take).freeze()));
-                }
-                Framing::Chunked(Chunk::Size) => {
-                    let Some(end) = read.windows(2).position(|w| w == b"\r\n") else {
-                        if read.len() > MAX_CHUNK_LINE {
-                            return Err(protocol("chunk-size line too long"));
-                        }
-                        return Ok(None);
-                    };
-                    let line = &read[..end];
-                    let digits = line.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
-                    let size = parse_chunk_size(digits)
-                        .ok_or_else(|| protocol(format!("chunk size {:?}", String::from_utf8_lossy(digits))))?;
-                    read.advance(end + 2);
-                    self.framing = Framing::Chunked(if size == 0 { Chunk::Trailers(0) } else { Chunk::Data(size) });
-                }
-                Framing::Chunked(Chunk::DataEnd) => {
-                    if read.len() < 2 {
-                        return Ok(None);
-                    }
-                    if &read[..2] != b"\r\n" {
-                        return Err(protocol("chunk data not followed by CRLF"));
-                    }
-                    read.advance(2);
-                    self.framing = Framing::Chunked(Chunk::Size);
-                }
-                Framing::Chunked(Chunk::Trailers(seen)) => {
-                    // Trailer fields are read and dropped; an empty line ends the body.
-                    let Some(end) = read.windows(2).position(|w| w == b"\r\n") else {
-                        if seen + read.len() > MAX_TRAILERS {
-                            return Err(protocol("trailer section too large"));
-                        }
-                        return Ok(None);
-                    };
-                    read.advance(end + 2);
-                    self.framing =
-                        if end == 0 { Framing::Ended } else { Framing::Chunked(Chunk::Trailers(seen + end + 2)) };
-                }
+                let take = usize::try_from(left).unwrap_or(usize::MAX).min(read.len());
+                let left = left - take as u64;
+                self.framing = if left == 0 { Framing::Ended } else { Framing::Length(left) };
+                Ok(Some(read.split_to(take).freeze()))
             }
+            Framing::Chunked(ref mut chunk) => match decode_chunked(read, chunk).map_err(Error::Protocol)? {
+                Decoded::Data(data) => Ok(Some(data)),
+                Decoded::More => Ok(None),
+                Decoded::End => {
+                    self.framing = Framing::Ended;
+                    Ok(None)
+                }
+            },
         }
     }
-}
-
-/// A chunk size: hex digits, at most 15 of them (so it fits a u64 with room).
-fn parse_chunk_size(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 15 {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, &d| Some(n * 16 + u64::from(char::from(d).to_digit(16)?)))
 }
 
 impl<I> hyper::body::Body for Body<I>
