@@ -32,6 +32,9 @@ use tokio::time::{Instant, Sleep};
 
 /// Most header fields in a request head (hyper's default, which the proxy used before).
 const MAX_HEADERS: usize = 100;
+/// Room made in the read buffer for a request head: most heads fit, and an idle keep-alive connection
+/// holds no more than this (a body is read in larger pieces).
+const HEAD_READ: usize = 4 * 1024;
 /// Response body frames up to this size are copied into the write buffer, to go out with the head.
 const COALESCE: usize = 16 * 1024;
 /// How long a closing connection keeps reading (and dropping) what the client still sends, and how much.
@@ -189,7 +192,7 @@ where
                 }
             }
             let between_requests = self.read.is_empty();
-            match self.fill(between_requests).await? {
+            match self.fill(HEAD_READ, between_requests).await? {
                 Filled::Bytes => {}
                 Filled::Eof if between_requests => return Ok(None),
                 Filled::Eof => return Err(Error::Truncated),
@@ -343,16 +346,17 @@ where
     }
 
     async fn fill_body(&mut self) -> Result<(), Error> {
-        match self.fill(false).await? {
+        match self.fill(READ_CHUNK, false).await? {
             Filled::Bytes => Ok(()),
             Filled::Eof | Filled::Done => Err(Error::Truncated),
         }
     }
 
-    /// Reads more bytes into `read`. Between requests the wait also ends at shutdown; any wait ends when
-    /// the client has sent nothing for the idle timeout (an error unless between requests).
-    async fn fill(&mut self, between_requests: bool) -> Result<Filled, Error> {
-        self.read.reserve(READ_CHUNK);
+    /// Reads more bytes into `read`, with at least `room` free for them. Between requests the wait also
+    /// ends at shutdown; any wait ends when the client has sent nothing for the idle timeout (an error
+    /// unless between requests).
+    async fn fill(&mut self, room: usize, between_requests: bool) -> Result<Filled, Error> {
+        self.read.reserve(room);
         let Connection { io, read, idle, shutdown, .. } = self;
         let filled = poll_fn(|cx| {
             if let Poll::Ready(read) = tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut *read) {
