@@ -7,17 +7,19 @@
 # Each binary serves the bench's ingress config (bench/proxy/ingress.yaml) in front of an nginx backend
 # under valgrind; instrumentation is switched on for DURATION seconds of `wrk -c8` after a warm-up, and
 # the instructions counted are divided by the requests wrk completed (access logs off, as in proxy.sh).
-# Environment: DURATION (10), CONNS (8).
+# The proxy is pinned to one core, as in proxy.sh, so it runs the runtime it runs there (current-thread).
+# Environment: DURATION (10), CONNS (8), PROXY_CPU (0).
 set -euo pipefail
 if [[ ${1:-} == -h || ${1:-} == --help || $# -eq 0 ]]; then
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
     exit 0
 fi
-for tool in valgrind callgrind_control callgrind_annotate wrk nginx curl; do
+for tool in valgrind callgrind_control callgrind_annotate wrk nginx curl taskset; do
     command -v "$tool" >/dev/null || { echo "error: $tool not found (apt-get install valgrind wrk nginx curl)" >&2; exit 1; }
 done
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-8}
+PROXY_CPU=${PROXY_CPU:-0}
 CONF=$(cd "$(dirname "${BASH_SOURCE[0]}")/proxy" && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/meshlens-instr.XXXXXX")
 PIDS=()
@@ -45,7 +47,7 @@ printf '| binary | requests | instructions | instructions per request |\n|---|--
 for binary in "$@"; do
     listen=$(port)
     out="$WORK/callgrind.$listen"
-    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
+    taskset -c "$PROXY_CPU" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
         "$binary" proxy ingress -f "$WORK/ingress.yaml" --listen "80=127.0.0.1:$listen" --access-log off \
         >"$WORK/ingress.$listen.log" 2>&1 &
     pid=$!

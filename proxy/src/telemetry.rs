@@ -6,9 +6,8 @@
 use crate::otlp::{EndpointError, Exporter, OtlpOptions, ProxyResource, TraceContext};
 use meshlens_model::{Mtls, Reporter, RequestRecord};
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::hash::{BuildHasherDefault, Hash as _, Hasher as _};
+use std::hash::BuildHasher as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -277,48 +276,13 @@ struct Series {
 }
 
 /// The series, found by a hash of their label values so that counting a request allocates nothing unless
-/// it starts a new series.
+/// it starts a new series. The hash (foldhash, over a couple of hundred bytes of label values per request)
+/// is about a tenth of std's SipHash here; a collision only puts two series in one [`SameHash`] list,
+/// which the label comparison tells apart.
 #[derive(Debug, Default)]
 struct Metrics {
-    series: Mutex<HashMap<u64, SameHash, BuildHasherDefault<LabelHasher>>>,
-}
-
-/// The hash the series are found by, run over every request's label values (a couple of hundred bytes):
-/// word-at-a-time multiply-rotate (FxHash's), about a tenth of std's SipHash here. It needs no key: a
-/// collision only puts two series in one [`SameHash`] list, which the label comparison tells apart.
-#[derive(Default)]
-struct LabelHasher(u64);
-
-impl std::hash::Hasher for LabelHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        for &byte in chunks.remainder() {
-            self.add(u64::from(byte));
-        }
-    }
-
-    fn write_u8(&mut self, byte: u8) {
-        self.add(u64::from(byte));
-    }
-
-    fn write_u64(&mut self, word: u64) {
-        self.add(word);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-impl LabelHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
+    series: Mutex<foldhash::HashMap<u64, SameHash>>,
+    hasher: foldhash::fast::RandomState,
 }
 
 /// The series (label values and counts) whose label values hash alike: almost always one.
@@ -385,13 +349,10 @@ impl Metrics {
             flags,
             Cow::Borrowed(security),
         ];
-        let mut hasher = LabelHasher::default();
-        for label in &labels {
-            label.as_ref().hash(&mut hasher);
-        }
+        let hash = self.hasher.hash_one(&labels);
         let ms = r.duration_ms as f64;
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let same_hash = series.entry(hasher.finish()).or_default();
+        let same_hash = series.entry(hash).or_default();
         let index = match same_hash.iter().position(|(known, _)| known.iter().zip(&labels).all(|(a, b)| a == b)) {
             Some(index) => index,
             None => {

@@ -187,7 +187,9 @@ where
             }
             let status = StatusCode::from_u16(code).map_err(|_| protocol(format!("status code {code}")))?;
             let head = self.read.split_to(head_length).freeze();
-            let mut map = HeaderMap::with_capacity(self.offsets.len() + 2);
+            // Room for the fields and the one the stack adds (`x-envoy-upstream-service-time`); the framing
+            // fields among them are not kept.
+            let mut map = HeaderMap::with_capacity(self.offsets.len());
             let mut framing = None;
             let mut chunked = false;
             let mut close = version == Version::HTTP_10;
@@ -196,23 +198,14 @@ where
                 let name = HeaderName::from_bytes(&head[name_start..name_end]).map_err(|_| {
                     protocol(format!("header name {:?}", String::from_utf8_lossy(&head[name_start..name_end])))
                 })?;
-                let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
-                    .map_err(|_| protocol(format!("value of header {name}")))?;
-                if name == header::CONTENT_LENGTH {
-                    let length = parse_length(value.as_bytes()).ok_or_else(|| protocol("content-length"))?;
-                    match framing {
-                        Some(Framing::Length(known)) if known != length => {
-                            return Err(protocol("conflicting content-length headers"));
-                        }
-                        _ => framing = Some(Framing::Length(length)),
-                    }
-                } else if name == header::TRANSFER_ENCODING {
+                let raw = &head[value_start..value_end];
+                if name == header::TRANSFER_ENCODING {
                     // Only a last coding of `chunked` delimits the body; otherwise it runs to the close.
-                    chunked = ends_chunked(value.as_bytes());
+                    chunked = ends_chunked(raw);
                     close |= !chunked;
                     continue;
                 } else if name == header::CONNECTION {
-                    for option in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    for option in raw.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                         if option.eq_ignore_ascii_case(b"close") {
                             close = true;
                         } else if option.eq_ignore_ascii_case(b"keep-alive") {
@@ -224,7 +217,17 @@ where
                     continue;
                 } else if is_hop_by_hop(&name) {
                     continue;
+                } else if name == header::CONTENT_LENGTH {
+                    let length = parse_length(raw).ok_or_else(|| protocol("content-length"))?;
+                    match framing {
+                        Some(Framing::Length(known)) if known != length => {
+                            return Err(protocol("conflicting content-length headers"));
+                        }
+                        _ => framing = Some(Framing::Length(length)),
+                    }
                 }
+                let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
+                    .map_err(|_| protocol(format!("value of header {name}")))?;
                 map.append(name, value);
             }
             for name in &listed {
