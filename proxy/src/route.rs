@@ -55,18 +55,29 @@ struct VirtualHost {
     routes: Vec<Arc<Route>>,
 }
 
-/// The route a request matched, with what the match decided for a prefix rewrite.
+/// The route a request matched, and which of its matches it met.
 #[derive(Debug, Clone)]
 pub struct Matched {
     pub route: Arc<Route>,
-    /// The part of the path a `rewrite.uri` replaces (the matched prefix, or the whole path for exact and
-    /// regex matches).
-    pub rewrite_prefix: RewriteScope,
+    /// Index into `route.matches`; `None` when the route has no match conditions.
+    matched: Option<usize>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RewriteScope {
-    Prefix(String),
+impl Matched {
+    /// The part of the path a `rewrite.uri` replaces: the matched prefix, or the whole path for exact and
+    /// regex matches.
+    pub fn rewrite_scope(&self) -> RewriteScope<'_> {
+        match self.matched.and_then(|i| self.route.matches[i].uri.as_ref()) {
+            Some(StringMatcher::Prefix(p) | StringMatcher::PathPrefix(p)) => RewriteScope::Prefix(p),
+            Some(StringMatcher::Exact(_) | StringMatcher::Regex(_)) => RewriteScope::WholePath,
+            Some(StringMatcher::Present) | None => RewriteScope::Prefix("/"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewriteScope<'a> {
+    Prefix(&'a str),
     WholePath,
 }
 
@@ -83,17 +94,10 @@ impl RouteTable {
             .map(|(_, vh)| vh)?;
         vhost.routes.iter().find_map(|route| {
             if route.matches.is_empty() {
-                return Some(Matched { route: route.clone(), rewrite_prefix: RewriteScope::Prefix("/".into()) });
+                return Some(Matched { route: route.clone(), matched: None });
             }
-            route.matches.iter().find(|m| m.matches(req)).map(|m| Matched {
-                route: route.clone(),
-                rewrite_prefix: match &m.uri {
-                    Some(StringMatcher::Prefix(p)) => RewriteScope::Prefix(p.clone()),
-                    Some(StringMatcher::PathPrefix(p)) => RewriteScope::Prefix(p.clone()),
-                    Some(StringMatcher::Exact(_) | StringMatcher::Regex(_)) => RewriteScope::WholePath,
-                    Some(StringMatcher::Present) | None => RewriteScope::Prefix("/".into()),
-                },
-            })
+            let matched = route.matches.iter().position(|m| m.matches(req))?;
+            Some(Matched { route: route.clone(), matched: Some(matched) })
         })
     }
 
@@ -388,7 +392,7 @@ pub struct Rewrite {
 
 impl Rewrite {
     /// The new path (with the original query) for `path_and_query`.
-    pub fn path(&self, path: &str, query: Option<&str>, scope: &RewriteScope) -> Option<String> {
+    pub fn path(&self, path: &str, query: Option<&str>, scope: RewriteScope<'_>) -> Option<String> {
         let new_path = if let Some((regex, replacement)) = &self.uri_regex {
             regex.replace_all(path, replacement.as_str()).into_owned()
         } else {
@@ -974,7 +978,7 @@ spec:
         let m = table.find(&view(&get, host, "/API/x", None, &jason)).unwrap();
         assert_eq!(m.route.name.as_deref(), Some("jason"));
         assert_eq!(
-            m.route.rewrite.as_ref().unwrap().path("/API/x", Some("a=1"), &m.rewrite_prefix).unwrap(),
+            m.route.rewrite.as_ref().unwrap().path("/API/x", Some("a=1"), m.rewrite_scope()).unwrap(),
             "/v2/x?a=1"
         );
         let none = HeaderMap::new();

@@ -261,6 +261,14 @@ fn uuid_v4() -> String {
     hex_string(&id)
 }
 
+/// A header value for a count (attempts, milliseconds): below 1,000 a shared one, where formatting a new
+/// value allocates on every request.
+fn count_value(n: u64) -> HeaderValue {
+    static SMALL: std::sync::LazyLock<Vec<HeaderValue>> =
+        std::sync::LazyLock::new(|| (0..1000u64).map(HeaderValue::from).collect());
+    usize::try_from(n).ok().and_then(|i| SMALL.get(i)).cloned().unwrap_or_else(|| HeaderValue::from(n))
+}
+
 /// The order Envoy prints response flags in.
 const FLAG_ORDER: [&str; 20] = [
     "LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE", "DC", "URX", "SI", "IH",
@@ -675,7 +683,7 @@ impl Stack {
         // Rewrites and header edits, as Envoy applies them before the upstream sees the request.
         if let Some(rewrite) = &route.rewrite {
             let path = request.uri().path().to_owned();
-            if let Some(new_path) = rewrite.path(&path, request.uri().query(), &matched.rewrite_prefix) {
+            if let Some(new_path) = rewrite.path(&path, request.uri().query(), matched.rewrite_scope()) {
                 if let Ok(original) = HeaderValue::try_from(path) {
                     request.headers_mut().insert(X_ENVOY_ORIGINAL_PATH, original);
                 }
@@ -819,7 +827,7 @@ impl Stack {
             let last = attempt > policy.retries;
             // Attempts send the request by reference: what differs between them is set in place.
             if attempt > 1 {
-                request.headers_mut().insert(X_ENVOY_ATTEMPT_COUNT, HeaderValue::from(attempt));
+                request.headers_mut().insert(X_ENVOY_ATTEMPT_COUNT, count_value(u64::from(attempt)));
             }
             let call = self.forward(ctx, info, &routed.cluster, &previous, &mut request);
             let result = match policy.per_try_timeout {
@@ -1059,7 +1067,7 @@ impl Stack {
         info.upstream_local = Some(local);
         // Formatted straight into the value's buffer (no intermediate string).
         let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-        response.headers_mut().insert(X_ENVOY_UPSTREAM_SERVICE_TIME, HeaderValue::from(millis));
+        response.headers_mut().insert(X_ENVOY_UPSTREAM_SERVICE_TIME, count_value(millis));
         if let Some(span) = span {
             let status = response.status();
             response = response.map(|inner| SpanBody { inner, status, span }.boxed_unsync());
