@@ -240,10 +240,7 @@ where
                 max_request_body: ctx.limits.max_request_body,
                 idle_timeout: idle,
             };
-            let shutdown = async move {
-                let _ = shutdown.changed().await;
-            };
-            return crate::h1::server::serve(io, conn, &ctx.service, settings, shutdown)
+            return crate::h1::server::serve(io, conn, &ctx.service, settings, ctx.shutdown.clone())
                 .await
                 .map_err(|e| e.to_string());
         }

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use meshlens_proxy::{AccessLogFormat, IngressOptions, Limits, start_ingress};
+use meshlens_proxy::{AccessLogFormat, IngressOptions, Limits, Running, start_ingress};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -179,6 +179,19 @@ spec: {{hosts: ["*"], gateways: [gw], http: [{{route: [{{destination: {{host: we
     )
 }
 
+/// An ingress in front of `backend` with `limits`, listening on a port of its own.
+async fn ingress(backend: &Backend, limits: Limits) -> (Running, SocketAddr, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "mesh.yaml", &mesh(backend.addr.port()));
+    let mut common = common(vec![config], &dir.path().join("access.log"), AccessLogFormat::Json);
+    common.limits = limits;
+    let options =
+        IngressOptions { common, listen: BTreeMap::from([(80, "127.0.0.1:0".parse().unwrap())]), credential_dir: None };
+    let proxy = start_ingress(options).await.unwrap();
+    let addr = proxy.addr("port-80").unwrap();
+    (proxy, addr, dir)
+}
+
 /// Writes the pieces (pausing between them), then the probe, then half-closes; returns all the proxy sent
 /// until it closed.
 async fn exchange(addr: SocketAddr, case: &Case) -> Vec<u8> {
@@ -217,20 +230,14 @@ async fn run(case: &Case) {
         (200, format!("{} {} body={}", seen.method, seen.path, String::from_utf8_lossy(&seen.body)))
     });
     let backend = Backend::with(echo, Duration::ZERO).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(dir.path(), "mesh.yaml", &mesh(backend.addr.port()));
-    let mut common = common(vec![config], &dir.path().join("access.log"), AccessLogFormat::Json);
     let defaults = Limits::default();
-    common.limits = Limits {
+    let limits = Limits {
         max_header_bytes: case.limits.max_header_bytes.unwrap_or(defaults.max_header_bytes),
         max_request_body: case.limits.max_request_body.unwrap_or(defaults.max_request_body),
         idle_timeout: case.limits.idle_timeout_ms.map_or(defaults.idle_timeout, Duration::from_millis),
         ..defaults
     };
-    let options =
-        IngressOptions { common, listen: BTreeMap::from([(80, "127.0.0.1:0".parse().unwrap())]), credential_dir: None };
-    let proxy = start_ingress(options).await.unwrap();
-    let addr = proxy.addr("port-80").unwrap();
+    let (proxy, addr, _dir) = ingress(&backend, limits).await;
 
     let sent = exchange(addr, case).await;
     let mut all_requests: Vec<u8> = case.pieces.concat().into_bytes();
@@ -301,4 +308,41 @@ async fn downstream_http1_cases() {
     for case in &cases.cases {
         run(case).await;
     }
+}
+
+/// A client that keeps requests pipelined (the next ones already in the proxy's buffer) must still see its
+/// connection closed soon after the proxy shuts down, not be served for as long as it keeps sending.
+#[tokio::test]
+async fn shutdown_closes_a_connection_with_pipelined_requests_after_the_request_in_flight() {
+    let backend = Backend::start("ok").await;
+    let (proxy, addr, _dir) = ingress(&backend, Limits::default()).await;
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let burst = PROBE.repeat(8);
+    let sender = tokio::spawn(async move {
+        while writer.write_all(burst.as_bytes()).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut received = 0;
+    while received < 64 * 1024 {
+        received += reader.read(&mut buf).await.unwrap();
+    }
+    let shutdown = tokio::time::timeout(Duration::from_secs(5), proxy.shutdown());
+    assert!(shutdown.await.is_ok(), "the proxy shut down");
+    let mut last = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => last = buf[..n].to_vec(),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection was closed after the shutdown while requests kept coming");
+    let last = String::from_utf8_lossy(&last);
+    assert!(last.contains("connection: close"), "the last response says the connection closes: {last:?}");
+    sender.abort();
 }

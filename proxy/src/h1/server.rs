@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 /// Most header fields in a request head (hyper's default, which the proxy used before).
@@ -76,25 +77,31 @@ fn head_too_large(max_header_bytes: usize) -> Error {
 }
 
 /// Serves the connection's requests until the client closes it, it idles out, a request asks for the
-/// close, or `shutdown` completes (in-flight requests are finished first).
+/// close, or `shutdown` changes: the request in flight then gets its response (with `connection: close`)
+/// and no further request is read, even one already pipelined.
 pub async fn serve<I>(
     io: I,
     conn: Arc<ConnInfo>,
     stack: &Stack,
     settings: Settings,
-    shutdown: impl Future<Output = ()> + Send,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let shutdown = std::pin::pin!(shutdown);
+    // Waited for between requests, in one future for the connection's life rather than one per wait.
+    let mut watcher = shutdown.clone();
+    let signal = std::pin::pin!(async move {
+        let _ = watcher.changed().await;
+    });
     let mut connection = Connection {
         io,
         read: BytesMut::new(),
         write: Vec::new(),
         offsets: Vec::new(),
         idle: settings.idle_timeout.map(Idle::new),
-        shutdown: Some(shutdown),
+        shutdown,
+        shutdown_signal: Some(signal),
     };
     let outcome = connection.serve_requests(&conn, stack, settings).await;
     if let Err(Error::Rejected { status, .. }) = &outcome {
@@ -104,6 +111,7 @@ where
         write_date(&mut head);
         head.extend_from_slice(b"\r\n");
         let _ = connection.io.write_all(&head).await;
+        let _ = connection.io.flush().await;
     }
     if !matches!(outcome, Err(Error::Io(_) | Error::Truncated)) {
         connection.linger().await;
@@ -120,8 +128,10 @@ struct Connection<'s, I> {
     /// Offsets of the request's target, header names and values in `read`, reused between requests.
     offsets: Vec<[usize; 4]>,
     idle: Option<Idle>,
-    /// Watched only between requests; `None` once it has completed.
-    shutdown: Option<Pin<&'s mut (dyn Future<Output = ()> + Send)>>,
+    /// Checked before each request and each response.
+    shutdown: watch::Receiver<bool>,
+    /// Completes when `shutdown` changes; polled while waiting between requests, `None` once completed.
+    shutdown_signal: Option<Pin<&'s mut (dyn Future<Output = ()> + Send)>>,
 }
 
 /// A request head, parsed.
@@ -165,6 +175,9 @@ where
 {
     async fn serve_requests(&mut self, conn: &Arc<ConnInfo>, stack: &Stack, settings: Settings) -> Result<(), Error> {
         loop {
+            if self.shutting_down() {
+                return Ok(());
+            }
             let Some(head) = self.read_head(settings.max_header_bytes).await? else { return Ok(()) };
             let Head { request, body, mut keep_alive, expect_continue } = head;
             let body = self.read_body(body, expect_continue, settings.max_request_body).await?;
@@ -173,11 +186,17 @@ where
             let method = request.method().clone();
             let version = request.version();
             let response = stack.handle(request.map(|()| RequestBody(Some(body))), Arc::clone(conn)).await;
+            keep_alive &= !self.shutting_down();
             keep_alive &= self.write_response(response, &method, version, keep_alive).await?;
             if !keep_alive {
                 return Ok(());
             }
         }
+    }
+
+    /// Whether the proxy is shutting down (or its shutdown sender is gone).
+    fn shutting_down(&self) -> bool {
+        self.shutdown.has_changed().unwrap_or(true)
     }
 
     /// Reads until `read` holds a whole request head; `None` when the connection ends between requests.
@@ -357,16 +376,16 @@ where
     /// unless between requests).
     async fn fill(&mut self, room: usize, between_requests: bool) -> Result<Filled, Error> {
         self.read.reserve(room);
-        let Connection { io, read, idle, shutdown, .. } = self;
+        let Connection { io, read, idle, shutdown_signal, .. } = self;
         let filled = poll_fn(|cx| {
             if let Poll::Ready(read) = tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut *read) {
                 return Poll::Ready(read.map(|n| if n == 0 { Filled::Eof } else { Filled::Bytes }));
             }
             if between_requests
-                && let Some(signal) = shutdown.as_mut()
+                && let Some(signal) = shutdown_signal.as_mut()
                 && signal.as_mut().poll(cx).is_ready()
             {
-                *shutdown = None;
+                *shutdown_signal = None;
                 return Poll::Ready(Ok(Filled::Done));
             }
             match idle.as_mut() {
@@ -652,7 +671,8 @@ mod tests {
             write: Vec::new(),
             offsets: Vec::new(),
             idle: None,
-            shutdown: None,
+            shutdown: watch::channel(false).1,
+            shutdown_signal: None,
         };
         let parsed = connection.parse_head(max_header_bytes);
         (parsed, connection.read.len())
