@@ -266,6 +266,16 @@ where
             }
         }};
     }
+    // The same HTTP/2 settings for connections that chose HTTP/2 and for those still detecting.
+    macro_rules! http2_settings {
+        ($builder:expr) => {
+            $builder
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(ctx.limits.max_concurrent_streams)
+                .max_header_list_size(max_header_list_size)
+                .keep_alive_interval(idle.map(|d| d / 2))
+        };
+    }
     if detect {
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         // hyper refuses buffers under 8 KiB.
@@ -273,20 +283,11 @@ where
         if let Some(idle) = idle {
             builder.http1().header_read_timeout(idle);
         }
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(ctx.limits.max_concurrent_streams)
-            .max_header_list_size(max_header_list_size)
-            .keep_alive_interval(idle.map(|d| d / 2));
+        http2_settings!(builder.http2());
         serve_until_shutdown!(builder.serve_connection(io, hyper_service))
     } else {
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(ctx.limits.max_concurrent_streams)
-            .max_header_list_size(max_header_list_size)
-            .keep_alive_interval(idle.map(|d| d / 2));
+        http2_settings!(builder);
         serve_until_shutdown!(builder.serve_connection(io, hyper_service))
     }
 }

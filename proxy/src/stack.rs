@@ -1065,7 +1065,6 @@ impl Stack {
         };
         info.upstream_time = Some(elapsed);
         info.upstream_local = Some(local);
-        // Formatted straight into the value's buffer (no intermediate string).
         let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         response.headers_mut().insert(X_ENVOY_UPSTREAM_SERVICE_TIME, count_value(millis));
         if let Some(span) = span {

@@ -7,7 +7,7 @@
 //! connection is idle and unpolled until its next request; whether the upstream closed it meanwhile is
 //! checked when it is taken out of the pool ([`Connection::is_closed`]).
 
-use super::{Chunk, Decoded, READ_CHUNK, decode_chunked, ends_chunked, parse_length};
+use super::{Chunk, Decoded, READ_CHUNK, decode_chunked, ends_chunked, is_hop_by_hop, parse_length};
 use crate::BoxError;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -254,12 +254,6 @@ where
             return Ok(Ok(response));
         }
     }
-}
-
-/// Response headers that describe this hop only (besides `connection` and `transfer-encoding`, which are
-/// read for framing): the downstream connection has its own.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::UPGRADE || matches!(name.as_str(), "keep-alive" | "proxy-connection")
 }
 
 /// A response body read from its connection as it is polled.

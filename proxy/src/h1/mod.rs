@@ -120,6 +120,12 @@ fn parse_length(value: &[u8]) -> Option<u64> {
     value.iter().try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
 }
 
+/// Response headers that describe one hop only, besides `connection` and `transfer-encoding` (which each
+/// side reads for framing): the upstream's are not relayed, and the downstream connection has its own.
+fn is_hop_by_hop(name: &http::HeaderName) -> bool {
+    name == http::header::UPGRADE || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+}
+
 /// Whether the last transfer coding of a `Transfer-Encoding` value is `chunked`: only then does it delimit
 /// the body (RFC 9112 section 6.3).
 fn ends_chunked(value: &[u8]) -> bool {

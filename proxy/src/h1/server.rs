@@ -9,7 +9,7 @@
 //! request) and the rest of it is never read. Every close after a request lingers briefly, reading and
 //! dropping what the client still sends, so that the answer is not lost to a reset.
 
-use super::{Chunk, Decoded, READ_CHUNK, decode_chunked, ends_chunked, parse_length};
+use super::{Chunk, Decoded, READ_CHUNK, decode_chunked, ends_chunked, is_hop_by_hop, parse_length};
 use crate::error::BodyTooLarge;
 use crate::stack::{ConnInfo, Stack};
 use crate::{BoxError, ProxyBody};
@@ -568,11 +568,6 @@ where
         };
         let _ = tokio::time::timeout(LINGER, drain).await;
     }
-}
-
-/// A response header that describes the upstream hop only.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::UPGRADE || matches!(name.as_str(), "keep-alive" | "proxy-connection")
 }
 
 fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
