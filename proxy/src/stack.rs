@@ -867,8 +867,9 @@ impl Stack {
     }
 }
 
-/// Hop-by-hop headers a proxy must not forward (RFC 9110 section 7.6.1).
-const HOP_BY_HOP: [HeaderName; 6] = [
+/// Hop-by-hop headers a proxy must not forward (RFC 9110 section 7.6.1). A static, not a constant: a
+/// constant array is built and dropped at every use, on every request.
+static HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
