@@ -11,6 +11,17 @@ use http::StatusCode;
 #[error("request body over the limit")]
 pub struct BodyTooLarge;
 
+/// Envoy's `response_code_details` for a request the HTTP/1 server rejected before it could be parsed
+/// (logged with flag `DPE`): a head too large or with too many fields (431), a transfer coding other than
+/// chunked (501), anything else malformed (400).
+pub fn codec_error_details(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "http1.headers_too_large",
+        StatusCode::NOT_IMPLEMENTED => "http1.invalid_transfer_encoding",
+        _ => "http1.codec_error",
+    }
+}
+
 /// Why the proxy answered a request itself instead of relaying an upstream response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProxyError {

@@ -173,7 +173,7 @@ impl Stack {
         request.headers_mut().reserve(4);
         let trace = self.request_ids(request.headers_mut());
         let ctx = Ctx { conn, snapshot, trace };
-        let pending = PendingLog::start(&request, &ctx, &self.config, started);
+        let pending = PendingLog::start(Some(&request), &ctx, &self.config, started);
         let mut info = RequestInfo::default();
         let response = match self.proxy(&ctx, &mut info, request).await {
             Ok(response) => response,
@@ -218,6 +218,25 @@ impl Stack {
         // The header itself is written where a request leaves: each upstream attempt names its client span
         // (`forward`), a mirror copy this server span (`mirror`).
         trace
+    }
+
+    /// Records a request the HTTP/1 server answered itself because it could not parse it (Envoy's
+    /// downstream protocol error, flag `DPE`): an access-log record without method or path, and the
+    /// metrics, so that malformed traffic shows in `istio_requests_total` like any other answer.
+    pub fn log_rejected(&self, conn: Arc<ConnInfo>, status: StatusCode, details: &'static str) {
+        let ctx = Ctx {
+            conn,
+            snapshot: self.snapshot.current(),
+            trace: TraceContext {
+                trace_id: new_trace_id(),
+                span_id: new_span_id(),
+                parent_span_id: None,
+                sampled: false,
+            },
+        };
+        let pending = PendingLog::start::<()>(None, &ctx, &self.config, Instant::now());
+        let info = RequestInfo { flags: vec!["DPE"], details: Some(details.to_owned()), ..RequestInfo::default() };
+        pending.with_response(status, &http::HeaderMap::new(), info).finish(0);
     }
 
     /// Everything below the access log: what can fail with a [`ProxyError`].
@@ -314,8 +333,9 @@ struct PendingLog {
 }
 
 impl PendingLog {
-    fn start<B>(request: &Request<B>, ctx: &Ctx, config: &StackConfig, started: Instant) -> PendingLog {
-        let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    /// Starts the telemetry of `request`, or (`None`) of one the server rejected before it was parsed.
+    fn start<B>(request: Option<&Request<B>>, ctx: &Ctx, config: &StackConfig, started: Instant) -> PendingLog {
+        let header = |name: &str| request?.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let conn = &ctx.conn;
         let trace = ctx.trace;
         let source = match config.side {
@@ -323,8 +343,10 @@ impl PendingLog {
                 // The client's workload comes from the peer metadata id its sidecar sent, trusted only
                 // when it names the namespace of the certificate the client authenticated with.
                 let peer = conn.peer.as_ref();
-                let metadata =
-                    request.headers().get(PEER_METADATA_ID).and_then(|v| v.to_str().ok()).and_then(parse_peer_id);
+                let metadata = request
+                    .and_then(|r| r.headers().get(PEER_METADATA_ID))
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_peer_id);
                 let metadata = metadata.filter(|(_, ns)| peer.is_some_and(|p| p.namespace() == *ns));
                 Source::Peer { workload: metadata.map(|(workload, _)| workload.to_owned()), conn: Arc::clone(conn) }
             }
@@ -333,10 +355,10 @@ impl PendingLog {
         let record = config.telemetry.records_wanted().then(|| {
             Box::new(RequestRecord {
                 timestamp: chrono::Utc::now(),
-                method: Some(request.method().to_string()),
-                path: request.uri().path_and_query().map(|p| p.to_string()),
-                protocol: Some(format!("{:?}", request.version())),
-                authority: request.uri().authority().map(|a| a.to_string()).or_else(|| header("host")),
+                method: request.map(|r| r.method().to_string()),
+                path: request.and_then(|r| r.uri().path_and_query()).map(|p| p.to_string()),
+                protocol: request.map(|r| format!("{:?}", r.version())),
+                authority: request.and_then(|r| r.uri().authority()).map(|a| a.to_string()).or_else(|| header("host")),
                 request_id: header("x-request-id"),
                 trace_id: Some(format!("{:032x}", trace.trace_id)),
                 span_id: Some(format!("{:016x}", trace.span_id)),

@@ -57,6 +57,8 @@ struct Expect {
     /// Headers no request the backend saw may carry.
     #[serde(default)]
     backend_absent: Vec<String>,
+    /// The access-log record of a request the server rejected: status, response flag, details.
+    rejected_log: Option<(u16, String, String)>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,7 +239,7 @@ async fn run(case: &Case) {
         idle_timeout: case.limits.idle_timeout_ms.map_or(defaults.idle_timeout, Duration::from_millis),
         ..defaults
     };
-    let (proxy, addr, _dir) = ingress(&backend, limits).await;
+    let (proxy, addr, dir) = ingress(&backend, limits).await;
 
     let sent = exchange(addr, case).await;
     let mut all_requests: Vec<u8> = case.pieces.concat().into_bytes();
@@ -296,6 +298,26 @@ async fn run(case: &Case) {
         }
     }
     assert_eq!(get(addr, "web.example.com", "/after").await.status, 200, "{name}: the proxy keeps serving");
+    if let Some((status, flag, details)) = &case.expect.rejected_log {
+        let log = dir.path().join("access.log");
+        let logged = |record: &meshlens_model::RequestRecord| {
+            record.status == Some(*status)
+                && record.response_flags == [flag.clone()]
+                && record.response_code_details.as_deref() == Some(details.as_str())
+                && record.method.is_none()
+        };
+        let mut found = false;
+        for _ in 0..100 {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            if json_records(&lines).iter().any(logged) {
+                found = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(found, "{name}: no access-log record of the rejection in {:?}", std::fs::read_to_string(&log));
+    }
     proxy.shutdown().await;
 }
 

@@ -5,12 +5,13 @@
 //!
 //! Input the server cannot hand on is answered here and ends the connection: a head over the size limit
 //! or with too many fields gets 431, a transfer coding other than `chunked` 501, anything else malformed
-//! 400. A body over the limit is handed to the stack as [`BodyTooLarge`] (it answers 413 and logs the
-//! request) and the rest of it is never read. Every close after a request lingers briefly, reading and
-//! dropping what the client still sends, so that the answer is not lost to a reset.
+//! 400; each is logged and counted like Envoy's downstream protocol errors (flag `DPE`). A body over the
+//! limit is handed to the stack as [`BodyTooLarge`] (it answers 413 and logs the request) and the rest of
+//! it is never read. Every close after a request lingers briefly, reading and dropping what the client
+//! still sends, so that the answer is not lost to a reset.
 
 use super::{Chunk, Decoded, READ_CHUNK, decode_chunked, ends_chunked, is_hop_by_hop, parse_length};
-use crate::error::BodyTooLarge;
+use crate::error::{BodyTooLarge, codec_error_details};
 use crate::stack::{ConnInfo, Stack};
 use crate::{BoxError, ProxyBody};
 use bytes::{Bytes, BytesMut};
@@ -105,6 +106,7 @@ where
     };
     let outcome = connection.serve_requests(&conn, stack, settings).await;
     if let Err(Error::Rejected { status, .. }) = &outcome {
+        stack.log_rejected(conn, *status, codec_error_details(*status));
         let mut head = Vec::with_capacity(128);
         let _ = write!(head, "HTTP/1.1 {} {}\r\n", status.as_str(), status.canonical_reason().unwrap_or_default());
         head.extend_from_slice(b"content-length: 0\r\nconnection: close\r\n");
