@@ -153,38 +153,10 @@ fn request_methods(bytes: &[u8]) -> Vec<String> {
 
 const PROBE: &str = "GET /probe HTTP/1.1\r\nHost: web.example.com\r\n\r\n";
 
-fn mesh(backend_port: u16) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: Service
-metadata: {{name: web, namespace: shop}}
-spec: {{selector: {{app: web}}, ports: [{{name: http, port: 80}}]}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: web-1, namespace: shop}}
-spec: {{address: 127.0.0.1, ports: {{http: {backend_port}}}, labels: {{app: web}}}}
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: shop}}
-spec:
-  servers:
-  - {{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ["*"]}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: web, namespace: shop}}
-spec: {{hosts: ["*"], gateways: [gw], http: [{{route: [{{destination: {{host: web}}}}]}}]}}
-"#
-    )
-}
-
 /// An ingress in front of `backend` with `limits`, listening on a port of its own.
 async fn ingress(backend: &Backend, limits: Limits) -> (Running, SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let config = write(dir.path(), "mesh.yaml", &mesh(backend.addr.port()));
+    let config = write(dir.path(), "mesh.yaml", &web_gateway(backend.addr.port()));
     let mut common = common(vec![config], &dir.path().join("access.log"), AccessLogFormat::Json);
     common.limits = limits;
     let options =

@@ -106,35 +106,6 @@ async fn answer_each_request(mut stream: TcpStream, case: Case) {
     }
 }
 
-fn mesh(backend_port: u16) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: Service
-metadata: {{name: web, namespace: shop}}
-spec: {{selector: {{app: web}}, ports: [{{name: http, port: 80}}]}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: web-1, namespace: shop}}
-spec: {{address: 127.0.0.1, ports: {{http: {backend_port}}}, labels: {{app: web}}}}
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: shop}}
-spec: {{servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ["*"]}}]}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: web, namespace: shop}}
-spec:
-  hosts: ["*"]
-  gateways: [gw]
-  http: [{{route: [{{destination: {{host: web}}}}], retries: {{attempts: 0}}}}]
-"#
-    )
-}
-
 /// What one request through the proxy got: status, headers and body, or the error that cut the body
 /// (status 0: no response head at all).
 async fn exchange(
@@ -159,7 +130,7 @@ async fn exchange(
 async fn run(case: &Case) -> Vec<String> {
     let (upstream, connections) = scripted_upstream(case.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write(dir.path(), "mesh.yaml", &mesh(upstream.port()));
+    let config = write(dir.path(), "mesh.yaml", &web_gateway(upstream.port()));
     let options = IngressOptions {
         common: common(vec![config], &dir.path().join("access.log"), AccessLogFormat::Json),
         listen: BTreeMap::from([(80, "127.0.0.1:0".parse().unwrap())]),

@@ -361,3 +361,34 @@ pub fn client_config(ca_pem: &str, client: Option<(&str, &str)>) -> rustls::Clie
         None => builder.with_no_client_auth(),
     }
 }
+
+/// A Gateway on port 80 for any host, routing everything to Service `shop/web` (one endpoint on
+/// 127.0.0.1:`backend_port`) without retries, so that every request reaches the backend exactly once.
+pub fn web_gateway(backend_port: u16) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: shop}}
+spec: {{selector: {{app: web}}, ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: web-1, namespace: shop}}
+spec: {{address: 127.0.0.1, ports: {{http: {backend_port}}}, labels: {{app: web}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: shop}}
+spec: {{servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ["*"]}}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web, namespace: shop}}
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http: [{{route: [{{destination: {{host: web}}}}], retries: {{attempts: 0}}}}]
+"#
+    )
+}
