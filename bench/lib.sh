@@ -34,3 +34,19 @@ duckdb_python() {
     fi
     export MESHLENS_BENCH_PYTHON=$venv/bin/python
 }
+
+# free_port VAR: a TCP port in 20000-29999 (below Linux's ephemeral range) with no socket on it, not handed
+# out before by this script.
+BENCH_PORTS_GIVEN=" "
+free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 10000))
+        [[ $BENCH_PORTS_GIVEN == *" $p "* ]] && continue
+        if [[ -z $(ss -Htan "( sport = :$p )") ]]; then
+            BENCH_PORTS_GIVEN+="$p "
+            printf -v "$1" '%s' "$p"
+            return
+        fi
+    done
+}

@@ -20,6 +20,7 @@ shift
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 CONF=$(cd "$(dirname "${BASH_SOURCE[0]}")/proxy" && pwd)
+source "$CONF/../lib.sh" # free_port
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/meshlens-ab.XXXXXX")
 mkdir -p "$WORK/tmp"
 PIDS=()
@@ -29,15 +30,8 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-port() { # a free TCP port in 20000-29999
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 10000))
-        [[ -z $(ss -Htan "( sport = :$p )") ]] && { echo "$p"; return; }
-    done
-}
-BACKEND_PORT=$(port)
-NGINX_PORT=$(port)
+free_port BACKEND_PORT
+free_port NGINX_PORT
 render() { sed -e "s#@PREFIX@#$WORK#g" -e "s#@BACKEND_PORT@#$BACKEND_PORT#g" -e "s#@PORT@#$NGINX_PORT#g" "$1" >"$2"; }
 render "$CONF/backend-nginx.conf" "$WORK/backend.conf"
 render "$CONF/nginx-proxy.conf" "$WORK/nginx-proxy.conf"
@@ -50,7 +44,7 @@ PROCS=($!)
 PORTS=("$NGINX_PORT")
 PIDS+=($!)
 for binary in "$@"; do
-    listen=$(port)
+    free_port listen
     taskset -c "$PROXY_CPU" "$binary" proxy ingress -f "$WORK/ingress.yaml" --listen "80=127.0.0.1:$listen" \
         --access-log off >"$WORK/ingress.$listen.log" 2>&1 &
     NAMES+=("$binary")

@@ -21,6 +21,7 @@ DURATION=${DURATION:-10}
 CONNS=${CONNS:-8}
 PROXY_CPU=${PROXY_CPU:-0}
 CONF=$(cd "$(dirname "${BASH_SOURCE[0]}")/proxy" && pwd)
+source "$CONF/../lib.sh" # free_port
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/meshlens-instr.XXXXXX")
 PIDS=()
 cleanup() {
@@ -29,14 +30,7 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-port() { # a free TCP port in 20000-29999
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 10000))
-        [[ -z $(ss -Htan "( sport = :$p )") ]] && { echo "$p"; return; }
-    done
-}
-BACKEND_PORT=$(port)
+free_port BACKEND_PORT
 sed -e "s#@PREFIX@#$WORK#g" -e "s#@BACKEND_PORT@#$BACKEND_PORT#g" "$CONF/backend-nginx.conf" >"$WORK/backend.conf"
 sed -e "s#@BACKEND_PORT@#$BACKEND_PORT#g" "$CONF/ingress.yaml" >"$WORK/ingress.yaml"
 mkdir -p "$WORK/tmp"
@@ -45,7 +39,7 @@ PIDS+=($!)
 
 printf '| binary | requests | instructions | instructions per request |\n|---|--:|--:|--:|\n'
 for binary in "$@"; do
-    listen=$(port)
+    free_port listen
     out="$WORK/callgrind.$listen"
     taskset -c "$PROXY_CPU" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
         "$binary" proxy ingress -f "$WORK/ingress.yaml" --listen "80=127.0.0.1:$listen" --access-log off \

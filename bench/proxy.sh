@@ -20,6 +20,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/bench/lib.sh" # build_release, free_port
 CONF=$ROOT/bench/proxy
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
@@ -67,7 +68,6 @@ fi
 BINARY_NOTE=""
 [[ -n $MESHLENS && -z ${MESHLENS_BENCH_BUILT:-} ]] && BINARY_NOTE=" (binary given: $MESHLENS, not necessarily built from this commit)"
 if [[ -z $MESHLENS ]]; then
-    source "$ROOT/bench/lib.sh"
     build_release
     MESHLENS=$MESHLENS_BIN
 fi
@@ -95,21 +95,6 @@ start() {
     PIDS+=("$LAST_PID")
 }
 
-# free_port VAR: a TCP port in 20000-29999 (below Linux's ephemeral range) with no socket on it, not handed
-# out before.
-GIVEN=" "
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 10000))
-        [[ $GIVEN == *" $p "* ]] && continue
-        if [[ -z $(ss -Htan "( sport = :$p )") ]]; then
-            GIVEN+="$p "
-            printf -v "$1" '%s' "$p"
-            return
-        fi
-    done
-}
 
 # status_line PORT HOST TARGET: the status line of one GET (bash's /dev/tcp, no curl needed).
 status_line() {
