@@ -221,9 +221,21 @@ pub async fn tls_get(
     Ok(answer(response).await)
 }
 
-/// A TCP port that was free a moment ago (for configs that must name the workload's port up front).
+/// A TCP port that was free a moment ago, for configs that must name the workload's port up front. It is
+/// taken from 20000-29999, below Linux's ephemeral range: a port the kernel picked for `bind(0)` could be
+/// handed to a parallel test's outgoing connection before the proxy binds it. No port is given out twice
+/// in one test process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    // Test processes that run at the same time start in different places.
+    let base = std::process::id().wrapping_mul(7919) % 10_000;
+    loop {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(20_000 + (base + offset) % 10_000).expect("below 30000");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Writes `yaml` as `name` in `dir` and returns the path.
