@@ -8,8 +8,8 @@
 //! ```
 //!
 //! The stages are plain async functions awaited in one another rather than tower layers: a request is
-//! one future, built in place by hyper, instead of a boxed future, a cloned service and a type-map entry
-//! per layer (docs/benchmarks.md, proxy).
+//! one future, built in place by the connection's server (`h1::server`, or hyper's for HTTP/2), instead
+//! of a boxed future, a cloned service and a type-map entry per layer (docs/benchmarks.md, proxy).
 
 use crate::authz::RequestAttributes;
 use crate::cluster::{Cluster, Picked};
