@@ -123,18 +123,19 @@ pub fn service_fqdn_parts(fqdn: &str) -> Option<(&str, &str)> {
 }
 
 /// `s.split_once(byte)` around the first `byte` (ASCII), without the generic char searcher, which costs
-/// more than the scan on the short strings of the proxy's request path.
+/// more than the scan on the short strings of the proxy's request path (`memchr` compares 16 or 32 bytes
+/// at a time where a plain loop takes one).
 pub fn split_ascii(s: &str, byte: u8) -> Option<(&str, &str)> {
     debug_assert!(byte.is_ascii());
     // An ASCII byte never occurs inside a multi-byte character, so both sides are whole characters.
-    let at = s.bytes().position(|b| b == byte)?;
+    let at = memchr::memchr(byte, s.as_bytes())?;
     Some((&s[..at], &s[at + 1..]))
 }
 
 /// `s.rsplit_once(byte)` around the last `byte` (ASCII); see [`split_ascii`].
 pub fn rsplit_ascii(s: &str, byte: u8) -> Option<(&str, &str)> {
     debug_assert!(byte.is_ascii());
-    let at = s.bytes().rposition(|b| b == byte)?;
+    let at = memchr::memrchr(byte, s.as_bytes())?;
     Some((&s[..at], &s[at + 1..]))
 }
 

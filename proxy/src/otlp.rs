@@ -16,6 +16,7 @@
 
 use crate::telemetry::{AccessLogFormat, LogEntry, format_line};
 use bytes::Bytes;
+use http::header::{HeaderValue, InvalidHeaderValue};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -46,10 +47,11 @@ pub struct TraceContext {
 }
 
 impl TraceContext {
-    /// The `traceparent` to send upstream from the span `span_id` (a client span of this hop).
-    pub fn traceparent(&self, span_id: u64) -> String {
-        // Written into a template of its exact length: this runs twice per request, where `format!`'s
-        // machinery and the header value's shrinking reallocation cost more than the rest of the stage.
+    /// The `traceparent` header to send upstream from the span `span_id` (a client span of this hop).
+    pub fn traceparent(&self, span_id: u64) -> Result<HeaderValue, InvalidHeaderValue> {
+        // Written into a template of its exact length and copied once, into the header value: this runs
+        // for every request, where `format!`'s machinery and a `String` in between cost more than the rest
+        // of the stage.
         let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
         write_hex(&mut out[3..19], (self.trace_id >> 64) as u64);
         write_hex(&mut out[19..35], self.trace_id as u64);
@@ -57,7 +59,7 @@ impl TraceContext {
         if self.sampled {
             out[54] = b'1';
         }
-        hex_string(&out)
+        HeaderValue::from_bytes(&out)
     }
 
     /// `(trace id, parent span id, sampled)` from a `traceparent` header: `VERSION-TRACE-PARENT-FLAGS` with
@@ -663,7 +665,6 @@ fn log_record(entry: &LogEntry, format: AccessLogFormat) -> LogRecord {
     }
 }
 
-/// Appends the low `digits` hex digits of `value`, lowercase and zero-padded.
 /// Fills `out` with the low `4 × out.len()` bits of `value` as lowercase hex digits.
 pub(crate) fn write_hex(out: &mut [u8], mut value: u64) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -671,11 +672,6 @@ pub(crate) fn write_hex(out: &mut [u8], mut value: u64) {
         *digit = HEX[(value & 0xf) as usize];
         value >>= 4;
     }
-}
-
-/// `ascii` (hex digits and dashes) as a `String`; empty if it were not UTF-8, which ASCII always is.
-pub(crate) fn hex_string(ascii: &[u8]) -> String {
-    String::from_utf8(ascii.to_vec()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -700,9 +696,9 @@ mod tests {
             assert_eq!(TraceContext::parse_traceparent(bad), None, "{bad}");
         }
         let context = TraceContext { trace_id: 0xab, span_id: 1, parent_span_id: None, sampled: true };
-        assert_eq!(context.traceparent(0xcd), "00-000000000000000000000000000000ab-00000000000000cd-01");
+        assert_eq!(context.traceparent(0xcd).unwrap(), "00-000000000000000000000000000000ab-00000000000000cd-01");
         let full = TraceContext { trace_id: u128::MAX - 1, span_id: 1, parent_span_id: None, sampled: false };
-        assert_eq!(full.traceparent(u64::MAX), "00-fffffffffffffffffffffffffffffffe-ffffffffffffffff-00");
+        assert_eq!(full.traceparent(u64::MAX).unwrap(), "00-fffffffffffffffffffffffffffffffe-ffffffffffffffff-00");
     }
 
     #[test]

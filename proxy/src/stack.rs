@@ -15,7 +15,7 @@ use crate::authz::RequestAttributes;
 use crate::cluster::{Cluster, Picked};
 use crate::config::{SharedSnapshot, Snapshot, View};
 use crate::error::{BodyTooLarge, ProxyError};
-use crate::otlp::{Attributes, SpanData, TraceContext, hex_string, new_span_id, new_trace_id, span_name, write_hex};
+use crate::otlp::{Attributes, SpanData, TraceContext, new_span_id, new_trace_id, span_name, write_hex};
 use crate::route::{Action, Matched, RequestView, Route};
 use crate::telemetry::{LogEntry, Sample, Telemetry};
 use crate::{BoxError, ProxyBody};
@@ -173,21 +173,20 @@ impl Stack {
         request.headers_mut().reserve(4);
         let trace = self.request_ids(request.headers_mut());
         let ctx = Ctx { conn, snapshot, trace };
-        let pending = PendingLog::start(Some(&request), &ctx, &self.config, started);
-        let mut info = RequestInfo::default();
-        let response = match self.proxy(&ctx, &mut info, request).await {
+        let mut pending = PendingLog::start(Some(&request), &ctx, &self.config, started);
+        let info = &mut pending.info;
+        let response = match self.proxy(&ctx, info, request).await {
             Ok(response) => response,
-            Err(error) => local_reply(&mut info, &error),
+            Err(error) => local_reply(info, &error),
         };
-        let (parts, body) = response.into_parts();
-        let pending = pending.with_response(parts.status, &parts.headers, info);
-        Response::from_parts(parts, LoggedBody { inner: body, bytes: 0, pending: Some(pending) }.boxed_unsync())
+        pending.status = Some(response.status().as_u16());
+        response.map(|inner| LoggedBody { inner, bytes: 0, pending: Some(pending) }.boxed_unsync())
     }
 
     /// Gives the request an `x-request-id` if it has none, and this hop's span its trace context.
     fn request_ids(&self, headers: &mut http::HeaderMap) -> TraceContext {
         // One lookup per header, for reading and writing (the entry API), on every request.
-        let fresh_id = || HeaderValue::try_from(uuid_v4()).ok();
+        let fresh_id = || uuid_v4().ok();
         match headers.entry(X_REQUEST_ID) {
             header::Entry::Occupied(id) if id.get().to_str().is_ok_and(|v| !v.trim().is_empty()) => {}
             header::Entry::Occupied(mut id) => {
@@ -234,9 +233,10 @@ impl Stack {
                 sampled: false,
             },
         };
-        let pending = PendingLog::start::<()>(None, &ctx, &self.config, Instant::now());
-        let info = RequestInfo { flags: vec!["DPE"], details: Some(details.to_owned()), ..RequestInfo::default() };
-        pending.with_response(status, &http::HeaderMap::new(), info).finish(0);
+        let mut pending = PendingLog::start::<()>(None, &ctx, &self.config, Instant::now());
+        pending.status = Some(status.as_u16());
+        pending.info = RequestInfo { flags: vec!["DPE"], details: Some(details.to_owned()), ..RequestInfo::default() };
+        pending.finish(0);
     }
 
     /// Everything below the access log: what can fail with a [`ProxyError`].
@@ -251,11 +251,11 @@ impl Stack {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let request = buffer_body(request, self.config.max_request_body, info).await?;
+        let mut request = buffer_body(request, self.config.max_request_body, info).await?;
         if self.config.side == Side::Inbound {
             authorize(ctx, &request)?;
         }
-        self.route(ctx, info, request).await
+        self.route(ctx, info, &mut request).await
     }
 }
 
@@ -268,16 +268,16 @@ fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
 // ---------------------------------------------------------------------------------------------------------
 // Outer stages (the request as it arrived)
 
-/// A random (version 4) UUID in its 36-character form, written into one allocation: this runs for every
-/// request that arrives without an id.
-fn uuid_v4() -> String {
+/// A random (version 4) UUID in its 36-character form, as a header value (one allocation): this runs for
+/// every request that arrives without an id.
+fn uuid_v4() -> Result<HeaderValue, header::InvalidHeaderValue> {
     // Version 4 in the high nibble of byte 6, the RFC 4122 variant in the high bits of byte 8.
     let bits = (fastrand::u128(..) & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
     let mut id = *b"00000000-0000-0000-0000-000000000000";
     for (digits, shift) in [(0..8, 96), (9..13, 80), (14..18, 64), (19..23, 48), (24..36, 0)] {
         write_hex(&mut id[digits], (bits >> shift) as u64);
     }
-    hex_string(&id)
+    HeaderValue::from_bytes(&id)
 }
 
 /// A header value for a count (attempts, milliseconds): below 1,000 a shared one, where formatting a new
@@ -286,6 +286,11 @@ fn count_value(n: u64) -> HeaderValue {
     static SMALL: std::sync::LazyLock<Vec<HeaderValue>> =
         std::sync::LazyLock::new(|| (0..1000u64).map(HeaderValue::from).collect());
     usize::try_from(n).ok().and_then(|i| SMALL.get(i)).cloned().unwrap_or_else(|| HeaderValue::from(n))
+}
+
+/// Whole milliseconds, as Envoy logs durations.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The order Envoy prints response flags in.
@@ -324,8 +329,9 @@ struct PendingLog {
     /// allocations per request, and the metrics need none of it. Boxed: the record is most of a kilobyte,
     /// and the pending log moves through several owners.
     record: Option<Box<RequestRecord>>,
+    /// The response's status, once its head is known.
     status: Option<u16>,
-    upstream_service_time_ms: Option<u64>,
+    /// Filled in by the stages as the request goes through them.
     info: RequestInfo,
     started: Instant,
     trace: TraceContext,
@@ -377,7 +383,6 @@ impl PendingLog {
             source,
             record,
             status: None,
-            upstream_service_time_ms: None,
             info: RequestInfo::default(),
             started,
             trace,
@@ -385,19 +390,10 @@ impl PendingLog {
         }
     }
 
-    /// The response's head has been sent; the stages have learned all they will.
-    fn with_response(mut self, status: StatusCode, headers: &http::HeaderMap, info: RequestInfo) -> PendingLog {
-        self.status = Some(status.as_u16());
-        self.upstream_service_time_ms =
-            headers.get(X_ENVOY_UPSTREAM_SERVICE_TIME).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-        self.info = info;
-        self
-    }
-
     fn finish(mut self, bytes_sent: u64) {
         let info = std::mem::take(&mut self.info);
         let duration = self.started.elapsed();
-        let duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        let duration_ms = millis(duration);
         let mut flags = info.flags;
         flags.sort_by_key(|f| FLAG_ORDER.iter().position(|o| o == f));
         flags.dedup();
@@ -432,7 +428,8 @@ impl PendingLog {
         r.source_principal = source_principal.map(str::to_owned);
         r.mtls = mtls;
         r.status = self.status;
-        r.upstream_service_time_ms = self.upstream_service_time_ms;
+        // The value of the `x-envoy-upstream-service-time` header `forward` set on the response.
+        r.upstream_service_time_ms = info.upstream_time.map(millis);
         r.duration_ms = Some(duration_ms);
         r.bytes_sent = Some(bytes_sent);
         r.bytes_received = Some(info.bytes_received);
@@ -598,15 +595,16 @@ fn parse_peer_id(id: &str) -> Option<(&str, &str)> {
 impl Stack {
     /// The route the request takes, and the port it was addressed to.
     fn find(&self, ctx: &Ctx, request: &Request<Bytes>) -> Result<(Matched, Option<u16>), ProxyError> {
+        // A gateway's routes match no source labels.
+        static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
         let snapshot = &ctx.snapshot;
         let conn = &ctx.conn;
         let (host, port) = authority(request);
-        let no_labels = BTreeMap::new();
         let (table, host, port, gateways, labels) = match (&snapshot.view, self.config.side) {
             (View::Gateway(ports), _) => {
                 let listener = conn.port;
                 let gw = ports.get(&listener).ok_or(ProxyError::NoRoute)?;
-                (&gw.table, host, Some(listener), gw.gateways.as_slice(), &no_labels)
+                (&gw.table, host, Some(listener), gw.gateways.as_slice(), &NO_LABELS)
             }
             (View::Sidecar(view), Side::Inbound) => {
                 let listener = conn.port;
@@ -668,14 +666,14 @@ impl Stack {
         &self,
         ctx: &Ctx,
         info: &mut RequestInfo,
-        mut request: Request<Bytes>,
+        request: &mut Request<Bytes>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let (matched, port) = self.find(ctx, &request)?;
-        let route = matched.route.clone();
+        let (matched, port) = self.find(ctx, request)?;
+        let route = &matched.route;
         info.route_name.clone_from(&route.name);
         let targets = match &route.action {
             Action::Forward(targets) => targets,
-            Action::Redirect(redirect) => return Ok(direct_response(info, redirect_response(&request, redirect))),
+            Action::Redirect(redirect) => return Ok(direct_response(info, redirect_response(request, redirect))),
             Action::Direct { status, body } => return Ok(direct_response(info, full(*status, body.clone()))),
         };
         let picked = Route::pick(targets).ok_or(ProxyError::NoRoute)?;
@@ -709,7 +707,7 @@ impl Stack {
                 if let Ok(original) = HeaderValue::try_from(path) {
                     request.headers_mut().insert(X_ENVOY_ORIGINAL_PATH, original);
                 }
-                set_path(&mut request, &new_path);
+                set_path(request, &new_path);
             }
             if let Some(authority) = rewrite.authority.as_deref().and_then(|a| HeaderValue::try_from(a).ok()) {
                 request.headers_mut().insert(header::HOST, authority);
@@ -717,7 +715,7 @@ impl Stack {
         }
         route.request_headers.apply(request.headers_mut());
         picked.request_headers.apply(request.headers_mut());
-        let routed = Routed { route: route.clone(), cluster };
+        let routed = Routed { route: Arc::clone(route), cluster };
         let mut response = self.fault(ctx, info, &routed, request).await?;
         for ops in [&picked.response_headers, &route.response_headers] {
             ops.apply(response.headers_mut());
@@ -747,7 +745,7 @@ impl Stack {
         ctx: &Ctx,
         info: &mut RequestInfo,
         routed: &Routed,
-        request: Request<Bytes>,
+        request: &mut Request<Bytes>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         if let Some(fault) = &routed.route.fault {
             if let Some((delay, percent)) = fault.delay
@@ -763,7 +761,7 @@ impl Stack {
             }
         }
         if !routed.route.mirrors.is_empty() {
-            self.mirror(ctx, routed, &request);
+            self.mirror(ctx, routed, request);
         }
         match routed.route.timeout {
             Some(timeout) => tokio::time::timeout(timeout, self.retry(ctx, info, routed, request))
@@ -784,7 +782,7 @@ impl Stack {
                 continue;
             };
             let mut copy = clone_request(request);
-            if let Ok(traceparent) = HeaderValue::try_from(ctx.trace.traceparent(ctx.trace.span_id)) {
+            if let Ok(traceparent) = ctx.trace.traceparent(ctx.trace.span_id) {
                 copy.headers_mut().insert(TRACEPARENT, traceparent);
             }
             // Envoy marks shadow traffic by suffixing the authority.
@@ -836,10 +834,10 @@ impl Stack {
         ctx: &Ctx,
         info: &mut RequestInfo,
         routed: &Routed,
-        mut request: Request<Bytes>,
+        request: &mut Request<Bytes>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let policy = &routed.route.retry;
-        prepare_upstream_request(&mut request, &ctx.conn, self.config.side, &self.config.me);
+        prepare_upstream_request(request, &ctx.conn, self.config.side, &self.config.me);
         // Endpoints already tried (Envoy's previous-hosts retry predicate).
         let mut previous: Vec<Arc<str>> = Vec::new();
         let mut attempt = 0u32;
@@ -851,7 +849,7 @@ impl Stack {
             if attempt > 1 {
                 request.headers_mut().insert(X_ENVOY_ATTEMPT_COUNT, count_value(u64::from(attempt)));
             }
-            let call = self.forward(ctx, info, &routed.cluster, &previous, &mut request);
+            let call = self.forward(ctx, info, &routed.cluster, &previous, request);
             let result = match policy.per_try_timeout {
                 Some(timeout) => tokio::time::timeout(timeout, call).await.unwrap_or(Err(ProxyError::Timeout)),
                 None => call.await,
@@ -1069,7 +1067,7 @@ impl Stack {
         // Each attempt is a client span, the parent of what the upstream does.
         let trace = ctx.trace;
         let span_id = new_span_id();
-        if let Ok(value) = HeaderValue::try_from(trace.traceparent(span_id)) {
+        if let Ok(value) = trace.traceparent(span_id) {
             request.headers_mut().insert(TRACEPARENT, value);
         }
         let mut span =
@@ -1088,8 +1086,7 @@ impl Stack {
         };
         info.upstream_time = Some(elapsed);
         info.upstream_local = Some(local);
-        let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-        response.headers_mut().insert(X_ENVOY_UPSTREAM_SERVICE_TIME, count_value(millis));
+        response.headers_mut().insert(X_ENVOY_UPSTREAM_SERVICE_TIME, count_value(millis(elapsed)));
         if let Some(span) = span {
             let status = response.status();
             response = response.map(|inner| SpanBody { inner, status, span }.boxed_unsync());
@@ -1185,14 +1182,15 @@ mod tests {
 
     #[test]
     fn request_ids_are_uuid_v4() {
-        let id = uuid_v4();
+        let id = uuid_v4().unwrap();
+        let id = id.to_str().unwrap();
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
         assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
         let groups: Vec<usize> = id.split('-').map(str::len).collect();
         assert_eq!(groups, [8, 4, 4, 4, 12], "{id}");
         assert!(id.chars().all(|c| c == '-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{id}");
-        assert_ne!(uuid_v4(), id);
+        assert_ne!(uuid_v4().unwrap(), id);
     }
 
     #[test]

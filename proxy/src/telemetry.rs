@@ -268,6 +268,10 @@ const LABELS: [&str; 14] = [
     "connection_security_policy",
 ];
 
+/// Where the values that tell series apart sit in [`LABELS`]: all but the destination service's name and
+/// namespace (parts of `destination_service`) and the protocol (always `http`).
+const KEY_LABELS: [usize; 11] = [0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13];
+
 #[derive(Debug, Default)]
 struct Series {
     count: u64,
@@ -309,8 +313,6 @@ static STATUS_LABELS: std::sync::LazyLock<Vec<String>> =
 
 impl Metrics {
     fn observe(&self, r: &Sample<'_>) {
-        let (service_name, service_namespace) =
-            r.destination_service.and_then(meshlens_model::names::service_fqdn_parts).unwrap_or(("unknown", "unknown"));
         // Istio reports the security policy only where it is known: on the server side.
         let security = match (r.reporter, r.mtls) {
             (Reporter::Destination, Mtls::Mutual) => "mutual_tls",
@@ -333,7 +335,9 @@ impl Metrics {
             [one] => Cow::Borrowed(*one),
             many => Cow::Owned(many.join(",")),
         };
-        let labels: [Cow<'_, str>; LABELS.len()] = [
+        // The values that tell series apart, in `LABELS` order ([`KEY_LABELS`]); the others follow from
+        // them and are worked out only for a new series.
+        let key: [Cow<'_, str>; KEY_LABELS.len()] = [
             Cow::Borrowed(reporter),
             unknown(r.source_workload),
             unknown(r.source_namespace),
@@ -342,21 +346,40 @@ impl Metrics {
             unknown(r.destination_namespace),
             principal(r.destination_principal),
             unknown(r.destination_service),
-            Cow::Borrowed(service_name),
-            Cow::Borrowed(service_namespace),
-            Cow::Borrowed("http"),
             status,
             flags,
             Cow::Borrowed(security),
         ];
-        let hash = self.hasher.hash_one(&labels);
+        let hash = self.hasher.hash_one(&key);
         let ms = r.duration_ms as f64;
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
         let same_hash = series.entry(hash).or_default();
-        let index = match same_hash.iter().position(|(known, _)| known.iter().zip(&labels).all(|(a, b)| a == b)) {
+        let found = same_hash.iter().position(|(labels, _)| KEY_LABELS.iter().zip(&key).all(|(&i, v)| labels[i] == *v));
+        let index = match found {
             Some(index) => index,
             None => {
-                same_hash.push((labels.iter().map(|l| l.to_string()).collect(), Series::default()));
+                let (service_name, service_namespace) = r
+                    .destination_service
+                    .and_then(meshlens_model::names::service_fqdn_parts)
+                    .unwrap_or(("unknown", "unknown"));
+                let [reporter, sw, sns, sp, dw, dns, dp, ds, code, flags, security] = key;
+                let labels = [
+                    reporter,
+                    sw,
+                    sns,
+                    sp,
+                    dw,
+                    dns,
+                    dp,
+                    ds,
+                    service_name.into(),
+                    service_namespace.into(),
+                    "http".into(),
+                    code,
+                    flags,
+                    security,
+                ];
+                same_hash.push((labels.map(Cow::into_owned).into(), Series::default()));
                 same_hash.len() - 1
             }
         };
