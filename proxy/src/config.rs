@@ -221,7 +221,9 @@ impl Snapshot {
                 .ok_or_else(|| ProxyError::ClusterNotFound(target.host.clone()));
         }
         let host = target.service_host();
-        let port = target.resolve_port(self.service_ports.get(host).map(Vec::as_slice), request_port);
+        // The Service's ports are looked up only when the target names no port number (most name one).
+        let port =
+            target.port.or_else(|| target.resolve_port(self.service_ports.get(host).map(Vec::as_slice), request_port));
         let port = port.ok_or_else(|| ProxyError::ClusterNotFound(host.to_owned()))?;
         let subset = target.subset.as_deref();
         let found = self

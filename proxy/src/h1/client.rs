@@ -58,6 +58,10 @@ pub struct Connection<I> {
     write: Vec<u8>,
     /// Offsets of the response's header names and values in `read`, reused between responses.
     offsets: Vec<[usize; 4]>,
+    /// The last response's header names by position, as sent and parsed: an upstream sends the same
+    /// fields in the same order response after response, and comparing the bytes costs less than
+    /// parsing a name again.
+    names: Vec<(Box<[u8]>, HeaderName)>,
 }
 
 /// How the response body is delimited (RFC 9112 section 6.3), and where its reading stands.
@@ -75,7 +79,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     pub fn new(io: I) -> Connection<I> {
-        Connection { io, read: BytesMut::new(), write: Vec::new(), offsets: Vec::new() }
+        Connection { io, read: BytesMut::new(), write: Vec::new(), offsets: Vec::new(), names: Vec::new() }
     }
 
     /// Whether the pooled connection can no longer carry a request: the upstream closed it, reset it, or
@@ -194,10 +198,8 @@ where
             let mut chunked = false;
             let mut close = version == Version::HTTP_10;
             let mut listed = Vec::new();
-            for &[name_start, name_end, value_start, value_end] in &self.offsets {
-                let name = HeaderName::from_bytes(&head[name_start..name_end]).map_err(|_| {
-                    protocol(format!("header name {:?}", String::from_utf8_lossy(&head[name_start..name_end])))
-                })?;
+            for (position, &[name_start, name_end, value_start, value_end]) in self.offsets.iter().enumerate() {
+                let name = header_name(&mut self.names, position, &head[name_start..name_end])?;
                 let raw = &head[value_start..value_end];
                 if name == header::TRANSFER_ENCODING {
                     // Only a last coding of `chunked` delimits the body; otherwise it runs to the close.
@@ -254,6 +256,21 @@ where
             return Ok(Ok(response));
         }
     }
+}
+
+/// The header name `raw` sent at `position` of the head: the one parsed for that position of the last
+/// response if the bytes are the same, else parsed and remembered for the next.
+fn header_name(names: &mut Vec<(Box<[u8]>, HeaderName)>, position: usize, raw: &[u8]) -> Result<HeaderName, Error> {
+    if let Some((known, name)) = names.get(position)
+        && **known == *raw
+    {
+        return Ok(name.clone());
+    }
+    let name =
+        HeaderName::from_bytes(raw).map_err(|_| protocol(format!("header name {:?}", String::from_utf8_lossy(raw))))?;
+    names.truncate(position);
+    names.push((raw.into(), name.clone()));
+    Ok(name)
 }
 
 /// A response body read from its connection as it is polled.
@@ -352,5 +369,27 @@ where
             Framing::Ended => hyper::body::SizeHint::with_exact(0),
             _ => hyper::body::SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_names_are_reused_only_for_the_same_bytes_at_the_same_place() {
+        let mut names = Vec::new();
+        let mut parse = |position, raw: &[u8]| header_name(&mut names, position, raw).map(|n| n.to_string()).ok();
+        for raw in [&b"Content-Length"[..], b"X-Backend", b"Date"].into_iter().enumerate() {
+            parse(raw.0, raw.1);
+        }
+        // The next response sends the same first field and another second one.
+        assert_eq!(parse(0, b"Content-Length").as_deref(), Some("content-length"));
+        assert_eq!(parse(1, b"X-Other").as_deref(), Some("x-other"));
+        assert_eq!(parse(2, b"Date").as_deref(), Some("date"));
+        assert_eq!(parse(1, b"X-Backend").as_deref(), Some("x-backend"));
+        assert_eq!(parse(0, b"Bad Name"), None);
+        assert_eq!(parse(0, b"Content-Type").as_deref(), Some("content-type"));
+        assert_eq!(names.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>(), ["content-type"]);
     }
 }
