@@ -363,7 +363,7 @@ struct Pool {
 
 /// An idle HTTP/1 connection to an endpoint.
 struct Upstream {
-    connection: h1::Connection<UpstreamIo>,
+    connection: Box<h1::Connection<UpstreamIo>>,
     /// Local address of the connection, for the access log.
     local: Arc<str>,
     /// Requests sent on it, for `maxRequestsPerConnection`.

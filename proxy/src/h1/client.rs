@@ -49,7 +49,8 @@ fn protocol(message: impl Into<String>) -> Error {
     Error::Protocol(message.into())
 }
 
-/// One HTTP/1.1 connection to an upstream.
+/// One HTTP/1.1 connection to an upstream. Always boxed ([`Connection::new`]): it moves from the pool into
+/// each exchange and on into the response body, and a pointer is all that moves.
 pub struct Connection<I> {
     io: I,
     /// Bytes read and not consumed yet; empty between exchanges.
@@ -62,6 +63,13 @@ pub struct Connection<I> {
     /// fields in the same order response after response, and comparing the bytes costs less than
     /// parsing a name again.
     names: Vec<(Box<[u8]>, HeaderName)>,
+}
+
+/// What the read buffer holds of a response head.
+enum Head<I> {
+    Complete(Response<Body<I>>),
+    /// Not all of it yet: the connection, to read more.
+    Partial(Box<Connection<I>>),
 }
 
 /// How the response body is delimited (RFC 9112 section 6.3), and where its reading stands.
@@ -78,8 +86,8 @@ impl<I> Connection<I>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    pub fn new(io: I) -> Connection<I> {
-        Connection { io, read: BytesMut::new(), write: Vec::new(), offsets: Vec::new(), names: Vec::new() }
+    pub fn new(io: I) -> Box<Connection<I>> {
+        Box::new(Connection { io, read: BytesMut::new(), write: Vec::new(), offsets: Vec::new(), names: Vec::new() })
     }
 
     /// Whether the pooled connection can no longer carry a request: the upstream closed it, reset it, or
@@ -92,7 +100,7 @@ where
 
     /// Sends `request` (origin-form URI, hop-by-hop headers already removed) and reads the response head;
     /// the body is read by polling the returned response's [`Body`], which owns the connection.
-    pub async fn send(mut self, request: &Request<Bytes>) -> Result<Response<Body<I>>, Error> {
+    pub async fn send(mut self: Box<Self>, request: &Request<Bytes>) -> Result<Response<Body<I>>, Error> {
         self.encode(request);
         let body = request.body();
         let coalesced = body.len() <= COALESCE_BODY;
@@ -118,14 +126,14 @@ where
                 return Err(protocol(format!("response head larger than {MAX_HEAD_BYTES} bytes")));
             }
             connection.read.reserve(READ_CHUNK);
-            let Connection { io, read, .. } = &mut connection;
+            let Connection { io, read, .. } = &mut *connection;
             if std::future::poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut *read)).await? == 0
             {
                 return Err(Error::Closed);
             }
             connection = match connection.parse_head(request.method())? {
-                Ok(response) => return Ok(response),
-                Err(partial) => partial,
+                Head::Complete(response) => return Ok(response),
+                Head::Partial(connection) => connection,
             };
         }
     }
@@ -160,7 +168,7 @@ where
 
     /// The response, if `read` holds all of its head (interim 1xx responses are skipped); else the
     /// connection back, to read more.
-    fn parse_head(mut self, method: &Method) -> Result<Result<Response<Body<I>>, Connection<I>>, Error> {
+    fn parse_head(mut self: Box<Self>, method: &Method) -> Result<Head<I>, Error> {
         loop {
             let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
             let mut parsed = httparse::Response::new(&mut []);
@@ -171,7 +179,7 @@ where
                 &mut headers,
             ) {
                 Ok(httparse::Status::Complete(length)) => length,
-                Ok(httparse::Status::Partial) => return Ok(Err(self)),
+                Ok(httparse::Status::Partial) => return Ok(Head::Partial(self)),
                 Err(err) => return Err(protocol(err.to_string())),
             };
             let code = parsed.code.unwrap_or_default();
@@ -253,7 +261,7 @@ where
             let mut response = Response::new(Body { connection: Some(self), framing, reusable });
             *response.status_mut() = status;
             *response.headers_mut() = map;
-            return Ok(Ok(response));
+            return Ok(Head::Complete(response));
         }
     }
 }
@@ -275,7 +283,7 @@ fn header_name(names: &mut Vec<(Box<[u8]>, HeaderName)>, position: usize, raw: &
 
 /// A response body read from its connection as it is polled.
 pub struct Body<I> {
-    connection: Option<Connection<I>>,
+    connection: Option<Box<Connection<I>>>,
     framing: Framing,
     /// The connection can take another request once the body has ended.
     reusable: bool,
@@ -292,7 +300,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     /// The connection, if the body has ended and the connection can carry another request.
-    pub fn take_reusable(&mut self) -> Option<Connection<I>> {
+    pub fn take_reusable(&mut self) -> Option<Box<Connection<I>>> {
         if self.framing != Framing::Ended || !self.reusable {
             return None;
         }
