@@ -612,7 +612,9 @@ impl Cluster {
         // A try abandoned by a timeout is dropped here mid-flight; it still counts as a failure.
         let mut outcome = Outcome { cluster: self, index: picked.index, recorded: false };
         let (mut response, local) = if self.spec.http2 {
-            self.send_http2(picked, admission, request).await?
+            // Boxed, like the connecting in `send_http1`: its state would otherwise enlarge (and be
+            // copied with) every HTTP/1 request's future as well.
+            Box::pin(self.send_http2(picked, admission, request)).await?
         } else {
             self.send_http1(picked, admission, request).await?
         };
@@ -633,7 +635,10 @@ impl Cluster {
         loop {
             let (upstream, pooled) = match self.checkout(endpoint) {
                 Some(upstream) => (upstream, true),
-                None => (self.connect_http1(endpoint).await?, false),
+                // Boxed: connecting (TCP, perhaps TLS) takes over a kilobyte of future state, which would
+                // otherwise make every request's future that much larger, and be copied with it, for what
+                // a pooled connection never needs.
+                None => (Box::pin(self.connect_http1(endpoint)).await?, false),
             };
             let Upstream { connection, local, requests, .. } = upstream;
             match connection.send(request).await {
@@ -684,7 +689,8 @@ impl Cluster {
                     match endpoint.live_http2() {
                         Some((sender, local)) => (sender, local, true),
                         None => {
-                            let (sender, local) = self.connect_http2(endpoint).await?;
+                            // Boxed, like `connect_http1` in `send_http1`.
+                            let (sender, local) = Box::pin(self.connect_http2(endpoint)).await?;
                             (sender, local, false)
                         }
                     }
