@@ -276,7 +276,9 @@ const KEY_LABELS: [usize; 11] = [0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13];
 struct Series {
     count: u64,
     sum: f64,
-    buckets: [u64; BUCKETS.len()],
+    /// Requests by the first bucket bound they are within (the last slot: above every bound); summed into
+    /// Prometheus' cumulative buckets when rendered, so that counting a request touches one slot.
+    buckets: [u64; BUCKETS.len() + 1],
 }
 
 /// The series, found by a hash of their label values so that counting a request allocates nothing unless
@@ -386,11 +388,7 @@ impl Metrics {
         let entry = &mut same_hash[index].1;
         entry.count += 1;
         entry.sum += ms;
-        for (bucket, bound) in entry.buckets.iter_mut().zip(BUCKETS) {
-            if ms <= bound {
-                *bucket += 1;
-            }
-        }
+        entry.buckets[BUCKETS.partition_point(|&bound| bound < ms)] += 1;
     }
 
     fn render(&self) -> String {
@@ -407,7 +405,11 @@ impl Metrics {
         let _ = writeln!(out, "# HELP istio_request_duration_milliseconds Request duration in milliseconds.");
         let _ = writeln!(out, "# TYPE istio_request_duration_milliseconds histogram");
         for (labels, s) in &rows {
-            for (bound, count) in BUCKETS.iter().zip(s.buckets) {
+            let cumulative = s.buckets.iter().scan(0, |total, count| {
+                *total += count;
+                Some(*total)
+            });
+            for (bound, count) in BUCKETS.iter().zip(cumulative) {
                 let _ = writeln!(out, "istio_request_duration_milliseconds_bucket{{{labels},le=\"{bound}\"}} {count}");
             }
             let _ = writeln!(out, "istio_request_duration_milliseconds_bucket{{{labels},le=\"+Inf\"}} {}", s.count);
@@ -463,10 +465,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn metrics_use_istio_names() {
-        let metrics = Metrics::default();
-        metrics.observe(&Sample {
+    fn sample(destination_service: &str, duration_ms: u64) -> Sample<'_> {
+        Sample {
             reporter: Reporter::Destination,
             source_workload: None,
             source_namespace: None,
@@ -474,17 +474,44 @@ mod tests {
             destination_workload: None,
             destination_namespace: None,
             destination_principal: None,
-            destination_service: Some("reviews.default.svc.cluster.local"),
+            destination_service: Some(destination_service),
             status: Some(200),
             response_flags: &[],
             mtls: meshlens_model::Mtls::Mutual,
-            duration_ms: 7,
-        });
+            duration_ms,
+        }
+    }
+
+    #[test]
+    fn metrics_use_istio_names() {
+        let metrics = Metrics::default();
+        metrics.observe(&sample("reviews.default.svc.cluster.local", 7));
         let text = metrics.render();
         assert!(text.contains("istio_requests_total{reporter=\"destination\""), "{text}");
         assert!(text.contains("destination_service_name=\"reviews\""), "{text}");
         assert!(text.contains("connection_security_policy=\"mutual_tls\"} 1"), "{text}");
         assert!(text.contains("le=\"10\"} 1"), "{text}");
         assert!(text.contains("le=\"5\"} 0"), "{text}");
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let metrics = Metrics::default();
+        for ms in [0, 5, 7, 7_000, 4_000_000] {
+            metrics.observe(&sample("reviews.default.svc.cluster.local", ms));
+        }
+        let text = metrics.render();
+        let bucket = |le: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("istio_request_duration_milliseconds_bucket{")
+                        && l.contains(&format!("le=\"{le}\"}}"))
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .map(str::to_owned)
+        };
+        let counts: Vec<_> = ["0.5", "5", "10", "5000", "10000", "3600000", "+Inf"].map(bucket).into_iter().collect();
+        let expected = ["1", "2", "3", "3", "4", "4", "5"].map(|c| Some(c.to_owned()));
+        assert_eq!(counts, expected, "{text}");
     }
 }
