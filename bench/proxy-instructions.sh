@@ -3,7 +3,8 @@
 # path that, unlike wall-clock throughput, repeats on a noisy shared machine. Compares binaries side by side.
 # Not part of CI. See docs/benchmarks.md, "Proxy: bench/proxy.sh" and the session 6 runs.
 #
-# Usage: bench/proxy-instructions.sh BINARY [BINARY...]   (e.g. the release binary of two commits)
+# Usage: bench/proxy-instructions.sh BINARY [BINARY...]   (e.g. the release binary of two commits; `nginx`
+# in place of a binary counts bench/proxy.sh's nginx reverse proxy, the baseline)
 # Each binary serves the bench's ingress config (bench/proxy/ingress.yaml) in front of an nginx backend
 # under valgrind; instrumentation is switched on for DURATION seconds of `wrk -c8` after a warm-up, and
 # the instructions counted are divided by the requests wrk completed (access logs off, as in proxy.sh).
@@ -41,9 +42,16 @@ printf '| binary | requests | instructions | instructions per request |\n|---|--
 for binary in "$@"; do
     free_port listen
     out="$WORK/callgrind.$listen"
-    taskset -c "$PROXY_CPU" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
-        "$binary" proxy ingress -f "$WORK/ingress.yaml" --listen "80=127.0.0.1:$listen" --access-log off \
-        >"$WORK/ingress.$listen.log" 2>&1 &
+    if [[ $binary == nginx ]]; then
+        # The baseline: bench/proxy.sh's nginx reverse proxy (one process, master_process off).
+        sed -e "s#@PREFIX@#$WORK#g" -e "s#@BACKEND_PORT@#$BACKEND_PORT#g" -e "s#@PORT@#$listen#g" \
+            "$CONF/nginx-proxy.conf" >"$WORK/nginx-proxy.$listen.conf"
+        proxy=(nginx -p "$WORK" -e "$WORK/nginx-proxy.$listen.log" -c "$WORK/nginx-proxy.$listen.conf")
+    else
+        proxy=("$binary" proxy ingress -f "$WORK/ingress.yaml" --listen "80=127.0.0.1:$listen" --access-log off)
+    fi
+    taskset -c "$PROXY_CPU" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" "${proxy[@]}" \
+        >"$WORK/proxy.$listen.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     for _ in $(seq 120); do
