@@ -388,8 +388,8 @@ mod tests {
     fn header_names_are_reused_only_for_the_same_bytes_at_the_same_place() {
         let mut names = Vec::new();
         let mut parse = |position, raw: &[u8]| header_name(&mut names, position, raw).map(|n| n.to_string()).ok();
-        for raw in [&b"Content-Length"[..], b"X-Backend", b"Date"].into_iter().enumerate() {
-            parse(raw.0, raw.1);
+        for (position, raw) in [&b"Content-Length"[..], b"X-Backend", b"Date"].into_iter().enumerate() {
+            parse(position, raw);
         }
         // The next response sends the same first field and another second one.
         assert_eq!(parse(0, b"Content-Length").as_deref(), Some("content-length"));
