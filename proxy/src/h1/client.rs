@@ -7,7 +7,7 @@
 //! connection is idle and unpolled until its next request; whether the upstream closed it meanwhile is
 //! checked when it is taken out of the pool ([`Connection::is_closed`]).
 
-use super::{Chunk, Decoded, READ_CHUNK, decode_chunked, ends_chunked, is_hop_by_hop, parse_length};
+use super::{Chunk, Decoded, HeaderNames, READ_CHUNK, decode_chunked, ends_chunked, is_hop_by_hop, parse_length};
 use crate::BoxError;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -59,10 +59,8 @@ pub struct Connection<I> {
     write: Vec<u8>,
     /// Offsets of the response's header names and values in `read`, reused between responses.
     offsets: Vec<[usize; 4]>,
-    /// The last response's header names by position, as sent and parsed: an upstream sends the same
-    /// fields in the same order response after response, and comparing the bytes costs less than
-    /// parsing a name again.
-    names: Vec<(Box<[u8]>, HeaderName)>,
+    /// The last response's header names: an upstream sends the same fields response after response.
+    names: HeaderNames,
 }
 
 /// What the read buffer holds of a response head.
@@ -87,7 +85,13 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     pub fn new(io: I) -> Box<Connection<I>> {
-        Box::new(Connection { io, read: BytesMut::new(), write: Vec::new(), offsets: Vec::new(), names: Vec::new() })
+        Box::new(Connection {
+            io,
+            read: BytesMut::new(),
+            write: Vec::new(),
+            offsets: Vec::new(),
+            names: HeaderNames::default(),
+        })
     }
 
     /// Whether the pooled connection can no longer carry a request: the upstream closed it, reset it, or
@@ -207,7 +211,11 @@ where
             let mut close = version == Version::HTTP_10;
             let mut listed = Vec::new();
             for (position, &[name_start, name_end, value_start, value_end]) in self.offsets.iter().enumerate() {
-                let name = header_name(&mut self.names, position, &head[name_start..name_end])?;
+                let raw_name = &head[name_start..name_end];
+                let name = self
+                    .names
+                    .get(position, raw_name)
+                    .map_err(|_| protocol(format!("header name {:?}", String::from_utf8_lossy(raw_name))))?;
                 let raw = &head[value_start..value_end];
                 if name == header::TRANSFER_ENCODING {
                     // Only a last coding of `chunked` delimits the body; otherwise it runs to the close.
@@ -264,21 +272,6 @@ where
             return Ok(Head::Complete(response));
         }
     }
-}
-
-/// The header name `raw` sent at `position` of the head: the one parsed for that position of the last
-/// response if the bytes are the same, else parsed and remembered for the next.
-fn header_name(names: &mut Vec<(Box<[u8]>, HeaderName)>, position: usize, raw: &[u8]) -> Result<HeaderName, Error> {
-    if let Some((known, name)) = names.get(position)
-        && **known == *raw
-    {
-        return Ok(name.clone());
-    }
-    let name =
-        HeaderName::from_bytes(raw).map_err(|_| protocol(format!("header name {:?}", String::from_utf8_lossy(raw))))?;
-    names.truncate(position);
-    names.push((raw.into(), name.clone()));
-    Ok(name)
 }
 
 /// A response body read from its connection as it is polled.
@@ -377,27 +370,5 @@ where
             Framing::Ended => hyper::body::SizeHint::with_exact(0),
             _ => hyper::body::SizeHint::default(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn header_names_are_reused_only_for_the_same_bytes_at_the_same_place() {
-        let mut names = Vec::new();
-        let mut parse = |position, raw: &[u8]| header_name(&mut names, position, raw).map(|n| n.to_string()).ok();
-        for (position, raw) in [&b"Content-Length"[..], b"X-Backend", b"Date"].into_iter().enumerate() {
-            parse(position, raw);
-        }
-        // The next response sends the same first field and another second one.
-        assert_eq!(parse(0, b"Content-Length").as_deref(), Some("content-length"));
-        assert_eq!(parse(1, b"X-Other").as_deref(), Some("x-other"));
-        assert_eq!(parse(2, b"Date").as_deref(), Some("date"));
-        assert_eq!(parse(1, b"X-Backend").as_deref(), Some("x-backend"));
-        assert_eq!(parse(0, b"Bad Name"), None);
-        assert_eq!(parse(0, b"Content-Type").as_deref(), Some("content-type"));
-        assert_eq!(names.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>(), ["content-type"]);
     }
 }

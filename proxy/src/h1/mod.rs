@@ -99,6 +99,28 @@ pub fn decode_chunked(read: &mut BytesMut, state: &mut Chunk) -> Result<Decoded,
     }
 }
 
+/// The header names of the last head a connection parsed, by position, as sent and parsed. A peer sends
+/// the same fields in the same order message after message, and comparing the bytes costs less than
+/// parsing a name again (which, for a name that is not a standard one, also allocates).
+#[derive(Default)]
+pub struct HeaderNames(Vec<(Box<[u8]>, http::HeaderName)>);
+
+impl HeaderNames {
+    /// The header name `raw` sent at `position` of the head: the one parsed for that position of the
+    /// last head if the bytes are the same, else parsed and remembered for the next.
+    fn get(&mut self, position: usize, raw: &[u8]) -> Result<http::HeaderName, http::header::InvalidHeaderName> {
+        if let Some((known, name)) = self.0.get(position)
+            && **known == *raw
+        {
+            return Ok(name.clone());
+        }
+        let name = http::HeaderName::from_bytes(raw)?;
+        self.0.truncate(position);
+        self.0.push((raw.into(), name.clone()));
+        Ok(name)
+    }
+}
+
 fn find_crlf(bytes: &[u8]) -> Option<usize> {
     bytes.windows(2).position(|w| w == b"\r\n")
 }
@@ -185,6 +207,23 @@ mod tests {
         ) {
             let _ = decode_in_pieces(&bytes, &cuts);
         }
+    }
+
+    #[test]
+    fn header_names_are_reused_only_for_the_same_bytes_at_the_same_place() {
+        let mut names = HeaderNames::default();
+        let mut parse = |position, raw: &[u8]| names.get(position, raw).map(|n| n.to_string()).ok();
+        for (position, raw) in [&b"Content-Length"[..], b"X-Backend", b"Date"].into_iter().enumerate() {
+            parse(position, raw);
+        }
+        // The next head sends the same first field and another one of the same length second.
+        assert_eq!(parse(0, b"Content-Length").as_deref(), Some("content-length"));
+        assert_eq!(parse(1, b"X-Fronted").as_deref(), Some("x-fronted"));
+        assert_eq!(parse(2, b"Date").as_deref(), Some("date"));
+        assert_eq!(parse(1, b"X-Backend").as_deref(), Some("x-backend"));
+        assert_eq!(parse(0, b"Bad Name"), None);
+        assert_eq!(parse(0, b"Content-Type").as_deref(), Some("content-type"));
+        assert_eq!(names.0.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>(), ["content-type"]);
     }
 
     #[test]

@@ -10,13 +10,13 @@
 //! it is never read. Every close after a request lingers briefly, reading and dropping what the client
 //! still sends, so that the answer is not lost to a reset.
 
-use super::{Chunk, Decoded, READ_CHUNK, decode_chunked, ends_chunked, is_hop_by_hop, parse_length};
+use super::{Chunk, Decoded, HeaderNames, READ_CHUNK, decode_chunked, ends_chunked, is_hop_by_hop, parse_length};
 use crate::error::{BodyTooLarge, codec_error_details};
 use crate::stack::{ConnInfo, Stack};
 use crate::{BoxError, ProxyBody};
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt as _;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt as _;
 use hyper::body::Body as _;
@@ -95,15 +95,7 @@ where
     let signal = std::pin::pin!(async move {
         let _ = watcher.changed().await;
     });
-    let mut connection = Connection {
-        io,
-        read: BytesMut::new(),
-        write: Vec::new(),
-        offsets: Vec::new(),
-        idle: settings.idle_timeout.map(Idle::new),
-        shutdown,
-        shutdown_signal: Some(signal),
-    };
+    let mut connection = Connection::new(io, settings.idle_timeout.map(Idle::new), shutdown, Some(signal));
     let outcome = connection.serve_requests(&conn, stack, settings).await;
     if let Err(Error::Rejected { status, .. }) = &outcome {
         stack.log_rejected(conn, *status, codec_error_details(*status));
@@ -129,6 +121,10 @@ struct Connection<'s, I> {
     write: Vec<u8>,
     /// Offsets of the request's target, header names and values in `read`, reused between requests.
     offsets: Vec<[usize; 4]>,
+    /// The last request's header names: a client sends the same fields request after request.
+    names: HeaderNames,
+    /// The last response's header map, emptied: the next request's headers go into its allocations.
+    headers: HeaderMap,
     idle: Option<Idle>,
     /// Checked before each request and each response.
     shutdown: watch::Receiver<bool>,
@@ -171,10 +167,29 @@ enum Filled {
     Done,
 }
 
-impl<I> Connection<'_, I>
+impl<'s, I> Connection<'s, I>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
+    fn new(
+        io: I,
+        idle: Option<Idle>,
+        shutdown: watch::Receiver<bool>,
+        shutdown_signal: Option<Pin<&'s mut (dyn Future<Output = ()> + Send)>>,
+    ) -> Self {
+        Connection {
+            io,
+            read: BytesMut::new(),
+            write: Vec::new(),
+            offsets: Vec::new(),
+            names: HeaderNames::default(),
+            headers: HeaderMap::new(),
+            idle,
+            shutdown,
+            shutdown_signal,
+        }
+    }
+
     async fn serve_requests(&mut self, conn: &Arc<ConnInfo>, stack: &Stack, settings: Settings) -> Result<(), Error> {
         loop {
             if self.shutting_down() {
@@ -262,13 +277,16 @@ where
         let uri = Uri::from_maybe_shared(head.slice(target_start..target_end))
             .map_err(|err| rejected(StatusCode::BAD_REQUEST, format!("request target: {err}")))?;
 
-        let mut map = HeaderMap::with_capacity(self.offsets.len() + 3);
+        let mut map = std::mem::take(&mut self.headers);
+        map.reserve(self.offsets.len() + 3);
         let mut length = None;
         let mut chunked = false;
         let mut keep_alive = version == Version::HTTP_11;
         let mut expect_continue = false;
-        for &[name_start, name_end, value_start, value_end] in &self.offsets[1..] {
-            let name = HeaderName::from_bytes(&head[name_start..name_end])
+        for (position, &[name_start, name_end, value_start, value_end]) in self.offsets[1..].iter().enumerate() {
+            let name = self
+                .names
+                .get(position, &head[name_start..name_end])
                 .map_err(|_| rejected(StatusCode::BAD_REQUEST, "header name"))?;
             let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
                 .map_err(|_| rejected(StatusCode::BAD_REQUEST, format!("value of header {name}")))?;
@@ -418,7 +436,7 @@ where
         version: Version,
         mut keep_alive: bool,
     ) -> Result<bool, Error> {
-        let (parts, mut body) = response.into_parts();
+        let (mut parts, mut body) = response.into_parts();
         let status = parts.status;
         let out = &mut self.write;
         out.clear();
@@ -474,6 +492,8 @@ where
             write_date(out);
         }
         out.extend_from_slice(b"\r\n");
+        parts.headers.clear();
+        self.headers = parts.headers;
 
         if framing != ResponseFraming::Bodiless {
             while !body.is_end_stream() {
@@ -662,15 +682,8 @@ mod tests {
 
     fn parse(bytes: &[u8], max_header_bytes: usize) -> (Result<Option<Head>, Error>, usize) {
         let (io, _peer) = tokio::io::duplex(64);
-        let mut connection = Connection {
-            io,
-            read: BytesMut::from(bytes),
-            write: Vec::new(),
-            offsets: Vec::new(),
-            idle: None,
-            shutdown: watch::channel(false).1,
-            shutdown_signal: None,
-        };
+        let mut connection = Connection::new(io, None, watch::channel(false).1, None);
+        connection.read.extend_from_slice(bytes);
         let parsed = connection.parse_head(max_header_bytes);
         (parsed, connection.read.len())
     }
