@@ -39,6 +39,9 @@ const MAX_HEADERS: usize = 100;
 const HEAD_READ: usize = 4 * 1024;
 /// Response body frames up to this size are copied into the write buffer, to go out with the head.
 const COALESCE: usize = 16 * 1024;
+/// An answer's header map is kept for the next request up to this many headers: an idle connection holds
+/// it, and one large answer should not make it hold a large map for the rest of its life.
+const KEPT_HEADER_MAP: usize = 32;
 /// How long a closing connection keeps reading (and dropping) what the client still sends, and how much.
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 1024 * 1024;
@@ -492,8 +495,10 @@ where
             write_date(out);
         }
         out.extend_from_slice(b"\r\n");
-        parts.headers.clear();
-        self.headers = parts.headers;
+        if parts.headers.capacity() <= KEPT_HEADER_MAP {
+            parts.headers.clear();
+            self.headers = parts.headers;
+        }
 
         if framing != ResponseFraming::Bodiless {
             while !body.is_end_stream() {
